@@ -1,0 +1,346 @@
+//! Apply: executes a [`Plan`], each [`Change`] as exactly one Iceberg commit.
+//!
+//! For a table change, in a retry loop ([`retry_on_conflict`]):
+//! 1. load the table fresh from the catalog;
+//! 2. replay the change's intentions on it ([`schema::apply_ops`], partition spec, sort
+//!    order, properties by column name) — an intention that no longer fits fails the
+//!    change with the reason, it is never forced;
+//! 3. write a metadata-only snapshot annotated with the ledger keys (so history shows
+//!    the change and its schema), and build the `TableUpdate`s with
+//!    `TableMetadataBuilder`, which checks the result (spec and sort order bind to the
+//!    new schema);
+//! 4. commit with requirements pinning everything read in 1 (`main` snapshot, schema,
+//!    spec, sort order, last column and partition ids, table uuid). Another writer in
+//!    between makes the commit a conflict: back to 1, on its state, with backoff.
+//!
+//! A plan with errors is refused before anything is written. Changes run in plan
+//! order (namespaces first); each is atomic, so an apply stopped by an error (or a
+//! crash) leaves every table at its old or its new state.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use iceberg::spec::{
+    FormatVersion, NullOrder, SortDirection, SortField, SortOrder, TableMetadataBuilder,
+    Transform, UnboundPartitionSpec,
+};
+use iceberg::{TableRequirement, TableUpdate};
+
+use crate::lake::snapshot::{main_branch, metadata_only_snapshot};
+use crate::lake::{retry_on_conflict, Annotation, CommitError, Lake, LakeError, TableState};
+use crate::plan::schema::{self, Node};
+use crate::plan::{Change, FieldsChange, PartitionTarget, Plan, SortTarget, TableChange, MANAGED_PROPERTIES};
+
+/// Why an apply stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the plan has {0} error(s); nothing was applied")]
+    Refused(usize),
+    #[error("{table}: {reason}")]
+    NoLongerApplies { table: String, reason: String },
+    #[error("{table}: {source}")]
+    Commit {
+        table: String,
+        #[source]
+        source: CommitError,
+    },
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+}
+
+/// What one change did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub change: String,
+    pub target: String,
+    pub snapshot_id: Option<i64>,
+    pub metadata_location: Option<String>,
+}
+
+/// How many times a conflicting commit is retried on fresh state.
+pub const MAX_ATTEMPTS: u32 = 12;
+
+/// Applies every change of `plan`; stops at the first failure. `on_applied` sees each
+/// change as it lands (for progress output).
+pub async fn apply(
+    lake: &Lake,
+    plan: &Plan,
+    mut on_applied: impl FnMut(&Applied),
+) -> Result<Vec<Applied>, ApplyError> {
+    if !plan.errors.is_empty() {
+        return Err(ApplyError::Refused(plan.errors.len()));
+    }
+    let mut done = Vec::new();
+    for change in &plan.changes {
+        let applied = match change {
+            Change::CreateNamespace { namespace } => {
+                let ns = iceberg::NamespaceIdent::from_strs(namespace.split('.'))
+                    .map_err(LakeError::Iceberg)?;
+                lake.create_namespace(&ns).await?;
+                Applied {
+                    change: "create-namespace".into(),
+                    target: namespace.clone(),
+                    snapshot_id: None,
+                    metadata_location: None,
+                }
+            }
+            Change::Table(t) => {
+                let state = apply_table(lake, t).await?;
+                Applied {
+                    change: if t.create { "create-table" } else { "update-table" }.into(),
+                    target: t.table.clone(),
+                    snapshot_id: state.metadata.current_snapshot_id(),
+                    metadata_location: Some(state.metadata_location),
+                }
+            }
+        };
+        on_applied(&applied);
+        done.push(applied);
+    }
+    Ok(done)
+}
+
+/// Creates or updates one table as one commit, retrying conflicts on fresh state.
+pub async fn apply_table(lake: &Lake, t: &TableChange) -> Result<TableState, ApplyError> {
+    let ident = t.ident();
+    let annotation = annotation_for(t);
+    let result = retry_on_conflict(MAX_ATTEMPTS, |_| {
+        let ident = ident.clone();
+        let annotation = annotation.clone();
+        async move {
+            match (t.create, lake.load_table(&ident).await?) {
+                (true, None) => create(lake, t, &annotation).await,
+                (true, Some(_)) => Err(CommitError::Failed(LakeError::Unsupported(format!(
+                    "{} was created by another writer after the plan; run plan again",
+                    t.table
+                )))),
+                (false, None) => Err(CommitError::Failed(LakeError::NoSuchTable(t.table.clone()))),
+                (false, Some(state)) => {
+                    let (requirements, updates) = materialize(lake, t, &state, &annotation).await?;
+                    lake.commit(&ident, &requirements, updates).await
+                }
+            }
+        }
+    })
+    .await;
+    result.map_err(|e| match e {
+        CommitError::Failed(LakeError::Unsupported(reason)) => ApplyError::NoLongerApplies {
+            table: t.table.clone(),
+            reason,
+        },
+        source => ApplyError::Commit {
+            table: t.table.clone(),
+            source,
+        },
+    })
+}
+
+fn no_longer(t: &TableChange, reason: impl std::fmt::Display) -> CommitError {
+    CommitError::Failed(LakeError::Unsupported(format!(
+        "the planned change no longer applies to {}: {reason}",
+        t.table
+    )))
+}
+
+/// The annotation every snapshot of this change carries.
+pub fn annotation_for(t: &TableChange) -> Annotation {
+    let details = if t.create {
+        format!("create table with {} column(s)", t.schema_ops.len())
+    } else {
+        t.items().join("; ")
+    };
+    Annotation {
+        change: if t.create { "create-table" } else { "update-table" }.into(),
+        change_id: t.change_id.clone(),
+        manifest: Some(t.manifest.display().to_string()),
+        git_commit: git_commit(&t.manifest),
+        details,
+    }
+}
+
+/// `HEAD` of the git work tree holding `file` (with `-dirty` when the file has
+/// uncommitted edits), or `None` outside git.
+pub fn git_commit(file: &Path) -> Option<String> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut head = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dirty = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["status", "--porcelain", "--"])
+        .arg(file.file_name()?)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .is_some_and(|o| !o.stdout.is_empty());
+    if dirty {
+        head.push_str("-dirty");
+    }
+    Some(head)
+}
+
+fn unbound_spec(targets: &[PartitionTarget], nodes: &[Node]) -> Result<UnboundPartitionSpec, String> {
+    let paths = schema::paths_by_name(nodes);
+    let mut b = UnboundPartitionSpec::builder();
+    for p in targets {
+        let id = *paths
+            .get(&p.column)
+            .ok_or_else(|| format!("partition column `{}` does not exist", p.column))?;
+        let transform: Transform = p.transform.parse().map_err(|e: iceberg::Error| e.message().to_string())?;
+        b = b
+            .add_partition_field(id, &p.name, transform)
+            .map_err(|e| e.message().to_string())?;
+    }
+    Ok(b.build())
+}
+
+fn sort_order(targets: &[SortTarget], nodes: &[Node]) -> Result<SortOrder, String> {
+    if targets.is_empty() {
+        return Ok(SortOrder::unsorted_order());
+    }
+    let paths = schema::paths_by_name(nodes);
+    let mut fields = Vec::new();
+    for s in targets {
+        let id = *paths
+            .get(&s.column)
+            .ok_or_else(|| format!("sort column `{}` does not exist", s.column))?;
+        fields.push(
+            SortField::builder()
+                .source_id(id)
+                .transform(s.transform.parse().map_err(|e: iceberg::Error| e.message().to_string())?)
+                .direction(if s.direction == "desc" {
+                    SortDirection::Descending
+                } else {
+                    SortDirection::Ascending
+                })
+                .null_order(if s.nulls == "last" { NullOrder::Last } else { NullOrder::First })
+                .build(),
+        );
+    }
+    Ok(SortOrder { order_id: 1, fields })
+}
+
+fn target_spec(change: &Option<FieldsChange<PartitionTarget>>) -> Option<&[PartitionTarget]> {
+    change.as_ref().map(|c| c.to.as_slice())
+}
+
+async fn create(lake: &Lake, t: &TableChange, annotation: &Annotation) -> Result<TableState, CommitError> {
+    let (nodes, _) = schema::apply_ops(Vec::new(), &t.schema_ops, 0).map_err(|e| no_longer(t, e))?;
+    let ident_fields = t.identifier_fields.clone().unwrap_or_default();
+    let schema = schema::schema_of(&nodes, &ident_fields).map_err(|e| no_longer(t, e))?;
+    let spec = unbound_spec(target_spec(&t.partition_spec).unwrap_or(&[]), &nodes).map_err(|e| no_longer(t, e))?;
+    let sort = sort_order(t.sort_order.as_ref().map(|c| c.to.as_slice()).unwrap_or(&[]), &nodes)
+        .map_err(|e| no_longer(t, e))?;
+    let mut props: HashMap<String, String> = t.set_properties.clone().into_iter().collect();
+    props.insert(MANAGED_PROPERTIES.into(), t.managed_properties.join(","));
+    let location = t
+        .location
+        .clone()
+        .unwrap_or_else(|| lake.default_location(&t.ident()));
+    let metadata = TableMetadataBuilder::new(schema, spec, sort, location, FormatVersion::V2, props)?
+        .build()?
+        .metadata;
+    let snapshot =
+        metadata_only_snapshot(lake.file_io(), &metadata, metadata.current_schema_id(), annotation).await?;
+    let (branch, reference) = main_branch(snapshot.snapshot_id());
+    let metadata = metadata
+        .into_builder(None)
+        .add_snapshot(snapshot)?
+        .set_ref(&branch, reference)?
+        .build()?
+        .metadata;
+    lake.create_table(&t.ident(), metadata).await
+}
+
+/// Replays the change on `state` and returns the commit's requirements and updates.
+async fn materialize(
+    lake: &Lake,
+    t: &TableChange,
+    state: &TableState,
+    annotation: &Annotation,
+) -> Result<(Vec<TableRequirement>, Vec<TableUpdate>), CommitError> {
+    let md = &state.metadata;
+    let before = schema::nodes_of(md.current_schema());
+    let (after, _) = schema::apply_ops(before.clone(), &t.schema_ops, md.last_column_id())
+        .map_err(|e| no_longer(t, e))?;
+    let mut builder = md.clone().into_builder(Some(state.metadata_location.clone()));
+    let ident_fields = match &t.identifier_fields {
+        Some(f) => f.clone(),
+        None => crate::plan::identifier_names(&after, md.current_schema().identifier_field_ids()),
+    };
+    if !t.schema_ops.is_empty() || t.identifier_fields.is_some() {
+        let schema = schema::schema_of(&after, &ident_fields).map_err(|e| no_longer(t, e))?;
+        builder = builder.add_current_schema(schema)?;
+    }
+    if let Some(targets) = target_spec(&t.partition_spec) {
+        let spec = unbound_spec(targets, &after).map_err(|e| no_longer(t, e))?;
+        builder = builder
+            .add_partition_spec(spec)?
+            .set_default_partition_spec(TableMetadataBuilder::LAST_ADDED)?;
+    }
+    if let Some(s) = &t.sort_order {
+        let order = sort_order(&s.to, &after).map_err(|e| no_longer(t, e))?;
+        builder = builder
+            .add_sort_order(order)?
+            .set_default_sort_order(TableMetadataBuilder::LAST_ADDED as i64)?;
+    }
+    let mut set = t.set_properties.clone();
+    let managed = t.managed_properties.join(",");
+    if md.properties().get(MANAGED_PROPERTIES) != Some(&managed) {
+        set.insert(MANAGED_PROPERTIES.into(), managed);
+    }
+    if !set.is_empty() {
+        builder = builder.set_properties(set.into_iter().collect())?;
+    }
+    let removals: Vec<String> = t
+        .remove_properties
+        .iter()
+        .filter(|k| md.properties().contains_key(*k))
+        .cloned()
+        .collect();
+    if !removals.is_empty() {
+        builder = builder.remove_properties(&removals)?;
+    }
+    // The snapshot records the schema this change leaves current.
+    let staged = builder.clone().build()?.metadata;
+    let snapshot =
+        metadata_only_snapshot(lake.file_io(), &staged, staged.current_schema_id(), annotation).await?;
+    let (branch, reference) = main_branch(snapshot.snapshot_id());
+    let updates = builder
+        .add_snapshot(snapshot)?
+        .set_ref(&branch, reference)?
+        .build()?
+        .changes;
+    let requirements = vec![
+        TableRequirement::UuidMatch { uuid: md.uuid() },
+        TableRequirement::RefSnapshotIdMatch {
+            r#ref: branch,
+            snapshot_id: md.current_snapshot_id(),
+        },
+        TableRequirement::CurrentSchemaIdMatch {
+            current_schema_id: md.current_schema_id(),
+        },
+        TableRequirement::LastAssignedFieldIdMatch {
+            last_assigned_field_id: md.last_column_id(),
+        },
+        TableRequirement::DefaultSpecIdMatch {
+            default_spec_id: md.default_partition_spec_id(),
+        },
+        TableRequirement::LastAssignedPartitionIdMatch {
+            last_assigned_partition_id: md.last_partition_id(),
+        },
+        TableRequirement::DefaultSortOrderIdMatch {
+            default_sort_order_id: md.default_sort_order_id(),
+        },
+    ];
+    Ok((requirements, updates))
+}

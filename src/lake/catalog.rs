@@ -1,0 +1,192 @@
+//! The SQL catalog in the JDBC / PyIceberg layout, on SQLite:
+//! `iceberg_tables(catalog_name, table_namespace, table_name, metadata_location,
+//! previous_metadata_location, iceberg_type)` and
+//! `iceberg_namespace_properties(catalog_name, namespace, property_key, property_value)`.
+//!
+//! PyIceberg's `SqlCatalog`, Java's `JdbcCatalog` and iceberg-rust's `SqlCatalog` open the
+//! same file. A file created by PyIceberg lacks `iceberg_type`; it is added on open so
+//! the Java and Rust catalogs can use the file too (PyIceberg ignores the column).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+pub struct SqlCatalog {
+    pool: SqlitePool,
+    name: String,
+}
+
+impl SqlCatalog {
+    /// Connects to `sqlite:PATH`. With `create`, makes the file, its folder and the
+    /// tables; without, returns `None` when the file does not exist.
+    pub async fn connect(uri: &str, name: &str, create: bool) -> Result<Option<Self>, sqlx::Error> {
+        let path = uri
+            .strip_prefix("sqlite://")
+            .or_else(|| uri.strip_prefix("sqlite:"))
+            .unwrap_or(uri);
+        if !std::path::Path::new(path).exists() {
+            if !create {
+                return Ok(None);
+            }
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite:{path}"))?
+            .create_if_missing(create)
+            // Other processes (a second lakectl, PyIceberg) hold the lock briefly.
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let catalog = SqlCatalog {
+            pool,
+            name: name.to_string(),
+        };
+        catalog.ensure_tables().await?;
+        Ok(Some(catalog))
+    }
+
+    async fn ensure_tables(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS iceberg_tables (
+                catalog_name VARCHAR(255) NOT NULL,
+                table_namespace VARCHAR(255) NOT NULL,
+                table_name VARCHAR(255) NOT NULL,
+                metadata_location VARCHAR(1000),
+                previous_metadata_location VARCHAR(1000),
+                iceberg_type VARCHAR(5),
+                PRIMARY KEY (catalog_name, table_namespace, table_name))",
+        )
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
+                catalog_name VARCHAR(255) NOT NULL,
+                namespace VARCHAR(255) NOT NULL,
+                property_key VARCHAR(255) NOT NULL,
+                property_value VARCHAR(1000),
+                PRIMARY KEY (catalog_name, namespace, property_key))",
+        )
+        .execute(&self.pool)
+        .await?;
+        let has_type = sqlx::query("SELECT 1 FROM pragma_table_info('iceberg_tables') WHERE name = 'iceberg_type'")
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        if !has_type {
+            // A catalog made by PyIceberg: add the JDBC column (see ICEBERG-NOTES.md).
+            let r = sqlx::query("ALTER TABLE iceberg_tables ADD COLUMN iceberg_type VARCHAR(5)")
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = r {
+                // Another process may have added it first.
+                if !e.to_string().contains("duplicate column") {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn namespace_exists(&self, ns: &str) -> Result<bool, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT 1 FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ?
+             UNION ALL
+             SELECT 1 FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ?
+             LIMIT 1",
+        )
+        .bind(&self.name)
+        .bind(ns)
+        .bind(&self.name)
+        .bind(ns)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Creates a namespace (idempotent), the way PyIceberg and Java do: an `exists` row.
+    pub async fn create_namespace(&self, ns: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO iceberg_namespace_properties
+             (catalog_name, namespace, property_key, property_value) VALUES (?, ?, 'exists', 'true')",
+        )
+        .bind(&self.name)
+        .bind(ns)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_tables(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT table_namespace, table_name FROM iceberg_tables
+             WHERE catalog_name = ? AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)
+             ORDER BY table_namespace, table_name",
+        )
+        .bind(&self.name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    pub async fn metadata_location(&self, ns: &str, table: &str) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT metadata_location FROM iceberg_tables
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+               AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)",
+        )
+        .bind(&self.name)
+        .bind(ns)
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get(0)).transpose()
+    }
+
+    /// Inserts a new table row; `false` when the table exists already.
+    pub async fn insert_table(&self, ns: &str, table: &str, location: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(
+            "INSERT OR IGNORE INTO iceberg_tables
+             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
+             VALUES (?, ?, ?, ?, NULL, 'TABLE')",
+        )
+        .bind(&self.name)
+        .bind(ns)
+        .bind(table)
+        .bind(location)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The compare-and-swap of the commit path: `false` when the row no longer points
+    /// at `old`.
+    pub async fn compare_and_swap(
+        &self,
+        ns: &str,
+        table: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+               AND metadata_location = ?",
+        )
+        .bind(new)
+        .bind(old)
+        .bind(&self.name)
+        .bind(ns)
+        .bind(table)
+        .bind(old)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,82 @@
+//! The ledger: what lakectl did to a table, read from and written to snapshot summaries.
+//!
+//! Every snapshot lakectl commits carries:
+//! - `lakectl.change`: the kind (`create-table`, `update-table`, ...),
+//! - `lakectl.change-id`: a stable id of the change (`table:<ns>.<t>@<hash>`, ...),
+//! - `lakectl.manifest`: the manifest file, `lakectl.git-commit` when it is in git,
+//! - `lakectl.details`: one line of what changed, `lakectl.version`.
+//!
+//! The set of applied change ids is read from the ancestry of the current snapshot, so
+//! it is exactly as durable as the table itself.
+
+use std::collections::HashMap;
+
+use iceberg::spec::TableMetadata;
+
+pub const CHANGE: &str = "lakectl.change";
+pub const CHANGE_ID: &str = "lakectl.change-id";
+pub const MANIFEST: &str = "lakectl.manifest";
+pub const GIT_COMMIT: &str = "lakectl.git-commit";
+pub const DETAILS: &str = "lakectl.details";
+pub const VERSION: &str = "lakectl.version";
+
+/// The annotation of one change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Annotation {
+    pub change: String,
+    pub change_id: String,
+    pub manifest: Option<String>,
+    pub git_commit: Option<String>,
+    pub details: String,
+}
+
+impl Annotation {
+    pub fn to_summary(&self) -> HashMap<String, String> {
+        let mut m = HashMap::from([
+            (CHANGE.to_string(), self.change.clone()),
+            (CHANGE_ID.to_string(), self.change_id.clone()),
+            (DETAILS.to_string(), self.details.clone()),
+            (VERSION.to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ]);
+        if let Some(f) = &self.manifest {
+            m.insert(MANIFEST.to_string(), f.clone());
+        }
+        if let Some(c) = &self.git_commit {
+            m.insert(GIT_COMMIT.to_string(), c.clone());
+        }
+        m
+    }
+
+    pub fn from_summary(props: &HashMap<String, String>) -> Option<Annotation> {
+        Some(Annotation {
+            change: props.get(CHANGE)?.clone(),
+            change_id: props.get(CHANGE_ID).cloned().unwrap_or_default(),
+            manifest: props.get(MANIFEST).cloned(),
+            git_commit: props.get(GIT_COMMIT).cloned(),
+            details: props.get(DETAILS).cloned().unwrap_or_default(),
+        })
+    }
+}
+
+/// Snapshots from the current one back to the first, newest first (the ancestry of
+/// `main`; snapshots on abandoned branches after a rollback are not in it).
+pub fn ancestry(metadata: &TableMetadata) -> Vec<iceberg::spec::SnapshotRef> {
+    let mut out = Vec::new();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(id) = next {
+        let Some(s) = metadata.snapshot_by_id(id) else {
+            break; // expired
+        };
+        out.push(s.clone());
+        next = s.parent_snapshot_id();
+    }
+    out
+}
+
+/// Change ids lakectl applied to the current state of the table, newest first.
+pub fn applied_change_ids(metadata: &TableMetadata) -> Vec<String> {
+    ancestry(metadata)
+        .iter()
+        .filter_map(|s| s.summary().additional_properties.get(CHANGE_ID).cloned())
+        .collect()
+}

@@ -1,0 +1,313 @@
+//! The lakehouse: catalog + storage, observing tables, the ledger, and **the one commit
+//! path**. Knows nothing about manifests.
+//!
+//! # The commit path
+//! [`Lake::commit`] is the only function that changes an existing table's metadata
+//! (and [`Lake::create_table`] the only one that registers a new table). It has the
+//! semantics of an Iceberg REST catalog's `POST /tables/{t}` (CommitTableRequest):
+//! 1. read the catalog row and the current metadata file (fresh, not cached);
+//! 2. check every [`TableRequirement`] against it; a failed one is a
+//!    [`CommitError::Conflict`] and nothing is written;
+//! 3. apply the [`TableUpdate`]s with `TableMetadataBuilder` and write the new metadata
+//!    file (`<n+1>-<uuid>.metadata.json`), invisible until step 4;
+//! 4. compare-and-swap the catalog row:
+//!    `UPDATE iceberg_tables SET metadata_location = new WHERE ... AND metadata_location = old`.
+//!    Zero rows updated means another writer committed in between: a `Conflict`, and
+//!    the file written in 3 is an orphan, never referenced.
+//!
+//! A crash at any point leaves the row pointing at the old or the new metadata file,
+//! never between. Callers retry a `Conflict` on fresh state ([`retry_on_conflict`]).
+
+pub mod catalog;
+pub mod ledger;
+pub mod snapshot;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use iceberg::io::FileIO;
+use iceberg::spec::TableMetadata;
+use iceberg::{NamespaceIdent, TableIdent, TableRequirement, TableUpdate};
+
+pub use catalog::SqlCatalog;
+pub use ledger::Annotation;
+
+/// Resolved lakehouse configuration (no `${env:…}` left, absolute paths).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LakeConfig {
+    pub catalog_kind: CatalogKind,
+    /// `sqlite:/abs/path.db` or an http(s) URL.
+    pub catalog_uri: String,
+    pub catalog_name: String,
+    #[serde(skip)]
+    pub catalog_props: BTreeMap<String, String>,
+    /// Absolute directory, or a `file://` / `s3://` URI.
+    pub warehouse: String,
+    #[serde(skip)]
+    pub storage: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogKind {
+    Sql,
+    Rest,
+}
+
+/// Errors of the lake layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    #[error("catalog database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("table {0} does not exist")]
+    NoSuchTable(String),
+}
+
+/// Why a commit did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another writer changed the table first (or a requirement no longer holds).
+    /// Nothing visible was written; retry on fresh state.
+    #[error("commit conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Failed(#[from] LakeError),
+}
+
+impl From<iceberg::Error> for CommitError {
+    fn from(e: iceberg::Error) -> Self {
+        CommitError::Failed(LakeError::Iceberg(e))
+    }
+}
+
+impl From<sqlx::Error> for CommitError {
+    fn from(e: sqlx::Error) -> Self {
+        CommitError::Failed(LakeError::Sql(e))
+    }
+}
+
+/// A table as the catalog has it now.
+#[derive(Debug, Clone)]
+pub struct TableState {
+    pub ident: TableIdent,
+    pub metadata: TableMetadata,
+    pub metadata_location: String,
+}
+
+/// An open lakehouse.
+pub struct Lake {
+    pub config: LakeConfig,
+    catalog: SqlCatalog,
+    file_io: FileIO,
+}
+
+impl Lake {
+    /// Opens the lakehouse, creating the catalog database and warehouse if missing.
+    pub async fn open(config: LakeConfig) -> Result<Lake, LakeError> {
+        Self::open_inner(config, true)
+            .await
+            .map(|l| l.expect("created"))
+    }
+
+    /// Opens the lakehouse only if its catalog exists (plan must not create it).
+    pub async fn open_existing(config: LakeConfig) -> Result<Option<Lake>, LakeError> {
+        Self::open_inner(config, false).await
+    }
+
+    async fn open_inner(config: LakeConfig, create: bool) -> Result<Option<Lake>, LakeError> {
+        match config.catalog_kind {
+            CatalogKind::Sql => {}
+            CatalogKind::Rest => {
+                return Err(LakeError::Unsupported(
+                    "the REST catalog is not supported yet (catalog.type: rest); use the SQL catalog"
+                        .into(),
+                ))
+            }
+        }
+        let file_io = file_io_for(&config)?;
+        let Some(catalog) =
+            SqlCatalog::connect(&config.catalog_uri, &config.catalog_name, create).await?
+        else {
+            return Ok(None);
+        };
+        if create && !config.warehouse.contains("://") {
+            std::fs::create_dir_all(&config.warehouse).map_err(|e| {
+                LakeError::Unsupported(format!(
+                    "cannot create warehouse directory {}: {e}",
+                    config.warehouse
+                ))
+            })?;
+        }
+        Ok(Some(Lake {
+            config,
+            catalog,
+            file_io,
+        }))
+    }
+
+    pub fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+
+    pub async fn namespace_exists(&self, ns: &NamespaceIdent) -> Result<bool, LakeError> {
+        Ok(self.catalog.namespace_exists(&ns.join(".")).await?)
+    }
+
+    pub async fn create_namespace(&self, ns: &NamespaceIdent) -> Result<(), LakeError> {
+        Ok(self.catalog.create_namespace(&ns.join(".")).await?)
+    }
+
+    pub async fn list_tables(&self) -> Result<Vec<TableIdent>, LakeError> {
+        let rows = self.catalog.list_tables().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(ns, name)| {
+                NamespaceIdent::from_strs(ns.split('.'))
+                    .ok()
+                    .map(|n| TableIdent::new(n, name))
+            })
+            .collect())
+    }
+
+    /// Default location of a new table: `<warehouse>/<ns levels>/<name>`.
+    pub fn default_location(&self, ident: &TableIdent) -> String {
+        format!(
+            "{}/{}/{}",
+            self.config.warehouse.trim_end_matches('/'),
+            ident.namespace().join("/"),
+            ident.name()
+        )
+    }
+
+    /// Loads a table, or `None` when the catalog has no such table.
+    pub async fn load_table(&self, ident: &TableIdent) -> Result<Option<TableState>, LakeError> {
+        let Some(location) = self
+            .catalog
+            .metadata_location(&ident.namespace().join("."), ident.name())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
+        Ok(Some(TableState {
+            ident: ident.clone(),
+            metadata,
+            metadata_location: location,
+        }))
+    }
+
+    /// Registers a new table whose first metadata is `metadata`: writes
+    /// `00000-<uuid>.metadata.json` and inserts the catalog row. A table that appeared
+    /// meanwhile is a `Conflict` (the file written is an orphan).
+    pub async fn create_table(
+        &self,
+        ident: &TableIdent,
+        metadata: TableMetadata,
+    ) -> Result<TableState, CommitError> {
+        let location = iceberg::MetadataLocation::new_with_metadata(metadata.location(), &metadata);
+        metadata.write_to(&self.file_io, &location).await?;
+        let location = location.to_string();
+        let inserted = self
+            .catalog
+            .insert_table(&ident.namespace().join("."), ident.name(), &location)
+            .await?;
+        if !inserted {
+            return Err(CommitError::Conflict(format!(
+                "table {ident} was created by another writer"
+            )));
+        }
+        Ok(TableState {
+            ident: ident.clone(),
+            metadata,
+            metadata_location: location,
+        })
+    }
+
+    /// The one commit path; see the module doc.
+    pub async fn commit(
+        &self,
+        ident: &TableIdent,
+        requirements: &[TableRequirement],
+        updates: Vec<TableUpdate>,
+    ) -> Result<TableState, CommitError> {
+        let current = self
+            .load_table(ident)
+            .await?
+            .ok_or_else(|| LakeError::NoSuchTable(ident.to_string()))?;
+        for r in requirements {
+            r.check(Some(&current.metadata))
+                .map_err(|e| CommitError::Conflict(e.message().to_string()))?;
+        }
+        let mut builder = current
+            .metadata
+            .clone()
+            .into_builder(Some(current.metadata_location.clone()));
+        for u in updates {
+            builder = u.apply(builder)?;
+        }
+        let metadata = builder.build()?.metadata;
+        let old: iceberg::MetadataLocation = current.metadata_location.parse()?;
+        let new_location = old.with_next_version().with_new_metadata(&metadata);
+        metadata.write_to(&self.file_io, &new_location).await?;
+        let new_location = new_location.to_string();
+        let swapped = self
+            .catalog
+            .compare_and_swap(
+                &ident.namespace().join("."),
+                ident.name(),
+                &current.metadata_location,
+                &new_location,
+            )
+            .await?;
+        if !swapped {
+            // Best effort: the file is unreferenced; a failure to delete leaves an orphan.
+            let _ = self.file_io.delete(&new_location).await;
+            return Err(CommitError::Conflict(format!(
+                "{ident} changed while committing (metadata is no longer {})",
+                current.metadata_location
+            )));
+        }
+        Ok(TableState {
+            ident: ident.clone(),
+            metadata,
+            metadata_location: new_location,
+        })
+    }
+}
+
+fn file_io_for(config: &LakeConfig) -> Result<FileIO, LakeError> {
+    let w = config.warehouse.as_str();
+    if w.starts_with("s3://") || w.starts_with("s3a://") {
+        return Err(LakeError::Unsupported(
+            "S3 warehouses are not supported yet; use a local directory".into(),
+        ));
+    }
+    Ok(FileIO::new_with_fs())
+}
+
+/// Runs `attempt` until it does not return a `Conflict`, with exponential backoff and
+/// jitter (50 ms doubling, at most `max_attempts`). Each attempt must re-read the table:
+/// a retry is a rebase on fresh state, never a blind overwrite.
+pub async fn retry_on_conflict<T, F, Fut>(max_attempts: u32, mut attempt: F) -> Result<T, CommitError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CommitError>>,
+{
+    let mut n = 0;
+    loop {
+        match attempt(n).await {
+            Err(CommitError::Conflict(why)) if n + 1 < max_attempts => {
+                let base = 50u64 << n.min(6);
+                let jitter = (uuid::Uuid::new_v4().as_u128() % (base as u128 + 1)) as u64;
+                tracing::debug!("commit conflict (attempt {}): {why}; retrying", n + 1);
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                n += 1;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! lakectl: declarative management of Apache Iceberg tables.
+//!
+//! Layers (arrows point down only): `cli` (main.rs) → `manifest` → `plan` → `apply`
+//! → `lake`. See `../shared/DESIGN.md`.
+
+pub mod apply;
+pub mod lake;
+pub mod manifest;
+pub mod plan;

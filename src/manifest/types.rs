@@ -1,0 +1,408 @@
+//! The YAML types users write. They are the single source of the JSON Schema
+//! (`lakectl schema`), so every field carries a doc comment that editors show.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The only manifest API version this lakectl understands.
+pub const API_VERSION: &str = "lakectl/v1";
+
+/// `apiVersion: lakectl/v1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersion {
+    #[serde(rename = "lakectl/v1")]
+    V1,
+}
+
+/// `kind: Table`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TableKind {
+    Table,
+}
+
+/// `kind: Lakehouse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LakehouseKind {
+    Lakehouse,
+}
+
+/// A table declared in a manifest: what the Iceberg table must look like.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableManifest {
+    pub api_version: ApiVersion,
+    pub kind: TableKind,
+    pub metadata: TableMetadataSpec,
+    pub spec: TableSpec,
+}
+
+/// Kubernetes-style object metadata of a table.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableMetadataSpec {
+    /// Table name inside its namespace.
+    pub name: String,
+    /// Iceberg namespace; dots separate levels (`sales.eu`).
+    pub namespace: String,
+    /// Free-form labels (kept in the manifest; not written to the table).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form annotations (kept in the manifest; not written to the table).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The desired state of one table.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableSpec {
+    /// Table location; defaults to `<warehouse>/<namespace>/<name>`. Only used at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The columns, in order. Nested types (struct, list, map) carry their own fields.
+    pub columns: Vec<Column>,
+    /// Columns that identify a row (Iceberg identifier fields); must be required primitives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identifier_fields: Vec<String>,
+    /// Partition fields, in order: a source column and a transform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitioning: Vec<PartitionFieldSpec>,
+    /// Sort order of written data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sort_order: Vec<SortFieldSpec>,
+    /// Table properties lakectl sets. Properties set by other writers are left alone;
+    /// a property removed from this map is removed from the table.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+    /// What lakectl may do to this table.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// Safety policy of a table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    /// Allow destructive changes: dropping columns, removing partition fields.
+    #[serde(default)]
+    pub allow_destructive: bool,
+}
+
+/// One column (or a struct field).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// Iceberg type: boolean, int, long, float, double, decimal(P,S), date, time,
+    /// timestamp, timestamptz, string, uuid, binary, fixed(N), struct, list, map,
+    /// or the shorthands list<T> and map<K,V>.
+    #[serde(rename = "type")]
+    pub ty: TypeName,
+    /// Values may not be null.
+    #[serde(default)]
+    pub required: bool,
+    /// Column documentation, stored in the Iceberg schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+    /// Fields of a `struct`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Column>,
+    /// Element of a `list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element: Option<Box<FieldType>>,
+    /// Key of a `map` (always required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Box<FieldType>>,
+    /// Value of a `map`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Box<FieldType>>,
+    /// The column's previous name: the column is renamed and keeps its field id and data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
+}
+
+impl Column {
+    /// The type part of the column, as a list element or map value would carry it.
+    pub fn type_view(&self) -> TypeView<'_> {
+        TypeView {
+            ty: &self.ty,
+            required: self.required,
+            doc: self.doc.as_deref(),
+            fields: &self.fields,
+            element: self.element.as_deref(),
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+        }
+    }
+}
+
+impl FieldType {
+    pub fn type_view(&self) -> TypeView<'_> {
+        TypeView {
+            ty: &self.ty,
+            required: self.required,
+            doc: self.doc.as_deref(),
+            fields: &self.fields,
+            element: self.element.as_deref(),
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+        }
+    }
+}
+
+/// A borrowed type description shared by columns, list elements and map keys/values.
+#[derive(Debug, Clone, Copy)]
+pub struct TypeView<'a> {
+    pub ty: &'a TypeName,
+    pub required: bool,
+    pub doc: Option<&'a str>,
+    pub fields: &'a [Column],
+    pub element: Option<&'a FieldType>,
+    pub key: Option<&'a FieldType>,
+    pub value: Option<&'a FieldType>,
+}
+
+/// A type with its nullability and doc: a column, a list element, a map key or value.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FieldType {
+    /// Iceberg type: boolean, int, long, float, double, decimal(P,S), date, time,
+    /// timestamp, timestamptz, string, uuid, binary, fixed(N), struct, list, map,
+    /// or the shorthands list<T> and map<K,V>.
+    #[serde(rename = "type")]
+    pub ty: TypeName,
+    /// Values may not be null.
+    #[serde(default)]
+    pub required: bool,
+    /// Column documentation, stored in the Iceberg schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+    /// Fields of a `struct`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Column>,
+    /// Element of a `list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element: Option<Box<FieldType>>,
+    /// Key of a `map` (always required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Box<FieldType>>,
+    /// Value of a `map`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Box<FieldType>>,
+}
+
+/// A partition field.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PartitionFieldSpec {
+    /// Source column (dotted path for a struct field).
+    pub column: String,
+    /// identity, year, month, day, hour, bucket[N], truncate[W], void.
+    #[serde(default = "identity")]
+    pub transform: TransformName,
+    /// Partition field name; defaults to Iceberg's convention (`ts_day`, `id_bucket`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn identity() -> TransformName {
+    TransformName("identity".into())
+}
+
+/// A sort field.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SortFieldSpec {
+    /// Source column (dotted path for a struct field).
+    pub column: String,
+    /// Transform applied before sorting (default identity).
+    #[serde(default = "identity")]
+    pub transform: TransformName,
+    #[serde(default)]
+    pub direction: SortDirectionSpec,
+    /// Where nulls go; defaults to first for ascending, last for descending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nulls: Option<NullsSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortDirectionSpec {
+    #[default]
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NullsSpec {
+    First,
+    Last,
+}
+
+/// A type string, checked while the YAML is read so a bad one is reported at its line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TypeName(pub super::typestr::TypeExpr);
+
+impl TryFrom<String> for TypeName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        super::typestr::parse(&s).map(TypeName)
+    }
+}
+
+impl From<TypeName> for String {
+    fn from(t: TypeName) -> String {
+        t.0.to_string()
+    }
+}
+
+impl fmt::Display for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A partition or sort transform string, checked while the YAML is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TransformName(pub String);
+
+impl TransformName {
+    pub fn to_transform(&self) -> iceberg::spec::Transform {
+        // Checked in try_from.
+        self.0
+            .parse()
+            .unwrap_or(iceberg::spec::Transform::Identity)
+    }
+}
+
+impl TryFrom<String> for TransformName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        let ok = matches!(
+            t.as_str(),
+            "identity" | "year" | "month" | "day" | "hour" | "void"
+        ) || ["bucket[", "truncate["].iter().any(|p| {
+            t.strip_prefix(p)
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n > 0)
+        });
+        if ok {
+            Ok(TransformName(t))
+        } else {
+            Err(format!(
+                "unknown transform `{s}`, expected identity, year, month, day, hour, void, bucket[N] or truncate[W]"
+            ))
+        }
+    }
+}
+
+impl From<TransformName> for String {
+    fn from(t: TransformName) -> String {
+        t.0
+    }
+}
+
+/// Where the lakehouse lives: catalog and warehouse. One per manifest directory;
+/// without it lakectl uses the embedded default (`.lakectl/` beside the manifest directory:
+/// a SQLite catalog and a local warehouse directory).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LakehouseManifest {
+    pub api_version: ApiVersion,
+    pub kind: LakehouseKind,
+    pub metadata: LakehouseMetadataSpec,
+    pub spec: LakehouseSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LakehouseMetadataSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LakehouseSpec {
+    pub catalog: CatalogSpec,
+    /// Warehouse root: a directory (relative to this file), `file://` or `s3://` URI.
+    pub warehouse: String,
+    /// Storage options passed to the object store (`s3.endpoint`, `s3.region`,
+    /// `s3.access-key-id`, `s3.secret-access-key`, `s3.path-style-access`).
+    /// Values may use `${env:VAR}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CatalogSpec {
+    #[serde(rename = "type")]
+    pub kind: CatalogType,
+    /// `sqlite:PATH` (relative to this file) for `sql`; the base URL for `rest`.
+    /// May use `${env:VAR}`.
+    pub uri: String,
+    /// Catalog name (the `catalog_name` column of the SQL catalog).
+    #[serde(default = "default_catalog_name")]
+    pub name: String,
+    /// Extra catalog properties (e.g. `token`, `credential` for REST). May use `${env:VAR}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+pub fn default_catalog_name() -> String {
+    "lakectl".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogType {
+    /// SQL catalog in the JDBC / PyIceberg layout (SQLite).
+    Sql,
+    /// Iceberg REST catalog.
+    Rest,
+}
+
+/// Any manifest document: the JSON Schema editors validate against.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AnyManifest {
+    Table(TableManifest),
+    Lakehouse(LakehouseManifest),
+}
+
+impl JsonSchema for TypeName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TypeName".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Iceberg type: boolean, int, long, float, double, decimal(P,S), date, time, timestamp, timestamptz, timestamp_ns, timestamptz_ns, string, uuid, binary, fixed(N), struct, list, map, list<T>, map<K,V>",
+            "pattern": r"^\s*(?i:boolean|int|long|float|double|date|time|timestamp|timestamptz|timestamp_ns|timestamptz_ns|string|uuid|binary|struct|list|map|decimal\(\s*\d+\s*,\s*\d+\s*\)|fixed\(\s*\d+\s*\)|list\s*<.+>|map\s*<.+>)\s*$"
+        })
+    }
+}
+
+impl JsonSchema for TransformName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TransformName".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Partition or sort transform: identity, year, month, day, hour, void, bucket[N], truncate[W]",
+            "pattern": r"^(identity|year|month|day|hour|void|bucket\[\d+\]|truncate\[\d+\])$"
+        })
+    }
+}

@@ -1,0 +1,523 @@
+//! Plan: `diff(Desired, Actual) -> Plan`. Writes nothing.
+//!
+//! 1. [`observe`] reads, for every table a manifest declares, whether its namespace
+//!    exists and the table's current metadata (none when the catalog does not exist).
+//! 2. [`diff`] compares each manifest with its table and produces at most one
+//!    [`Change`] per table, which `apply` commits as exactly one Iceberg commit:
+//!    creating the table, or updating it (schema, identifier fields, partition spec,
+//!    sort order and properties together). Namespaces to create come first.
+//! 3. Changes the rules forbid (type narrowing, optional → required, destructive
+//!    changes without `allowDestructive`) become [`Plan::errors`] located in the
+//!    manifest; a plan with errors is not applied.
+
+pub mod render;
+pub mod schema;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use iceberg::spec::{NullOrder, SortDirection};
+use iceberg::{NamespaceIdent, TableIdent};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::lake::{Lake, LakeConfig, LakeError, TableState};
+use crate::manifest::positions::item;
+use crate::manifest::types::{NullsSpec, SortDirectionSpec, TableManifest};
+use crate::manifest::{partition_field_name, Diagnostic, Located, ManifestSet};
+use schema::{desired_columns, Desired, Node, SchemaOp};
+
+/// Table property holding the keys of `spec.properties` lakectl set, so a key removed
+/// from the manifest is removed from the table and other writers' keys are left alone.
+pub const MANAGED_PROPERTIES: &str = "lakectl.managed-properties";
+
+/// JSON plan format version (`lakectl plan --output json`).
+pub const PLAN_FORMAT_VERSION: &str = "1";
+
+/// What the catalog has now for the declared tables.
+#[derive(Default)]
+pub struct Actual {
+    pub namespaces: HashMap<String, bool>,
+    pub tables: HashMap<String, TableState>,
+}
+
+/// Reads the actual state of every declared table (`lake` is `None` when the catalog
+/// does not exist yet: everything is absent).
+pub async fn observe(lake: Option<&Lake>, set: &ManifestSet) -> Result<Actual, LakeError> {
+    let mut actual = Actual::default();
+    let Some(lake) = lake else {
+        return Ok(actual);
+    };
+    for t in &set.tables {
+        let ns = namespace_ident(&t.value);
+        let key = t.value.metadata.namespace.clone();
+        if !actual.namespaces.contains_key(&key) {
+            actual.namespaces.insert(key, lake.namespace_exists(&ns).await?);
+        }
+        let ident = table_ident(&t.value);
+        if let Some(state) = lake.load_table(&ident).await? {
+            actual.tables.insert(t.table_name(), state);
+        }
+    }
+    Ok(actual)
+}
+
+pub fn namespace_ident(m: &TableManifest) -> NamespaceIdent {
+    NamespaceIdent::from_strs(m.metadata.namespace.split('.'))
+        .unwrap_or_else(|_| NamespaceIdent::new(m.metadata.namespace.clone()))
+}
+
+pub fn table_ident(m: &TableManifest) -> TableIdent {
+    TableIdent::new(namespace_ident(m), m.metadata.name.clone())
+}
+
+/// The plan: changes in the order they are applied, and what forbids applying it.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub lakehouse: LakeConfig,
+    pub changes: Vec<Change>,
+    pub errors: Vec<Diagnostic>,
+    pub hints: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// (to add, to change, to destroy, destructive changes)
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let mut add = 0;
+        let mut change = 0;
+        let mut destructive = 0;
+        for c in &self.changes {
+            match c {
+                Change::CreateNamespace { .. } => add += 1,
+                Change::Table(t) if t.create => add += 1,
+                Change::Table(t) => {
+                    change += 1;
+                    destructive += t.destructive.len();
+                }
+            }
+        }
+        (add, change, 0, destructive)
+    }
+}
+
+/// One change: exactly one commit when applied.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Change {
+    CreateNamespace { namespace: String },
+    Table(TableChange),
+}
+
+/// Creating or updating one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableChange {
+    /// `namespace.name`.
+    pub table: String,
+    /// `true`: create the table; `false`: update it in place.
+    pub create: bool,
+    pub manifest: PathBuf,
+    /// Ledger id: `table:<ns>.<name>@<hash of the manifest spec>`.
+    pub change_id: String,
+    /// Table location, for a create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    pub schema_ops: Vec<SchemaOp>,
+    /// New identifier fields (dotted paths), when they change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifier_fields: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_spec: Option<FieldsChange<PartitionTarget>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<FieldsChange<SortTarget>>,
+    pub set_properties: BTreeMap<String, String>,
+    pub remove_properties: Vec<String>,
+    /// The keys lakectl manages after this change.
+    pub managed_properties: Vec<String>,
+    /// Descriptions of the destructive parts (allowed by policy, or refused in `errors`).
+    pub destructive: Vec<String>,
+    /// The schema before and after, one line per field (for the plan's diff).
+    pub schema_before: Vec<String>,
+    pub schema_after: Vec<String>,
+}
+
+impl TableChange {
+    pub fn ident(&self) -> TableIdent {
+        let (ns, name) = self.table.rsplit_once('.').unwrap_or(("default", &self.table));
+        TableIdent::new(
+            NamespaceIdent::from_strs(ns.split('.')).unwrap_or_else(|_| NamespaceIdent::new(ns.into())),
+            name.to_string(),
+        )
+    }
+
+    /// One line per item, for plan output and the snapshot's `lakectl.details`.
+    pub fn items(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.schema_ops.iter().map(SchemaOp::describe).collect();
+        if let Some(ids) = &self.identifier_fields {
+            out.push(format!("set identifier fields: [{}]", ids.join(", ")));
+        }
+        if let Some(p) = &self.partition_spec {
+            out.push(format!("partition by {}", p.describe()));
+        }
+        if let Some(s) = &self.sort_order {
+            out.push(format!("sort by {}", s.describe()));
+        }
+        for (k, v) in &self.set_properties {
+            out.push(format!("set property {k} = {v:?}"));
+        }
+        for k in &self.remove_properties {
+            out.push(format!("remove property {k}"));
+        }
+        out
+    }
+}
+
+/// A partition spec or sort order: from what to what.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldsChange<T> {
+    pub from: Vec<T>,
+    pub to: Vec<T>,
+}
+
+impl<T: std::fmt::Display> FieldsChange<T> {
+    pub fn describe(&self) -> String {
+        let show = |v: &[T]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+            }
+        };
+        if self.from.is_empty() {
+            show(&self.to)
+        } else {
+            format!("{} → {}", show(&self.from), show(&self.to))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionTarget {
+    pub column: String,
+    pub transform: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for PartitionTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.transform == "identity" {
+            write!(f, "{}", self.column)?;
+        } else {
+            write!(f, "{}({})", self.transform, self.column)?;
+        }
+        if self.name != default_partition_name(&self.column, &self.transform) {
+            write!(f, " as {}", self.name)?;
+        }
+        Ok(())
+    }
+}
+
+fn default_partition_name(column: &str, transform: &str) -> String {
+    partition_field_name(&crate::manifest::types::PartitionFieldSpec {
+        column: column.to_string(),
+        transform: crate::manifest::types::TransformName(transform.to_string()),
+        name: None,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SortTarget {
+    pub column: String,
+    pub transform: String,
+    pub direction: String,
+    pub nulls: String,
+}
+
+impl std::fmt::Display for SortTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.transform == "identity" {
+            write!(f, "{}", self.column)?;
+        } else {
+            write!(f, "{}({})", self.transform, self.column)?;
+        }
+        write!(f, " {} nulls {}", self.direction, self.nulls)
+    }
+}
+
+/// Short stable hash of a manifest's spec (the change id's suffix).
+pub fn spec_hash(m: &TableManifest) -> String {
+    let json = serde_json::to_vec(&m.spec).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares every manifest with the actual tables.
+pub fn diff(set: &ManifestSet, actual: &Actual, lakehouse: LakeConfig) -> Plan {
+    let mut plan = Plan {
+        lakehouse,
+        changes: Vec::new(),
+        errors: Vec::new(),
+        hints: Vec::new(),
+    };
+    let mut namespaces: Vec<String> = Vec::new();
+    for t in &set.tables {
+        let ns = &t.value.metadata.namespace;
+        if !actual.namespaces.get(ns).copied().unwrap_or(false) && !namespaces.contains(ns) {
+            namespaces.push(ns.clone());
+        }
+    }
+    plan.changes.extend(
+        namespaces
+            .into_iter()
+            .map(|namespace| Change::CreateNamespace { namespace }),
+    );
+    for t in &set.tables {
+        let state = actual.tables.get(&t.table_name());
+        if let Some(c) = diff_table(t, state, &plan.lakehouse, &mut plan.errors, &mut plan.hints) {
+            plan.changes.push(Change::Table(c));
+        }
+    }
+    plan
+}
+
+fn diff_table(
+    t: &Located<TableManifest>,
+    state: Option<&TableState>,
+    lakehouse: &LakeConfig,
+    errors: &mut Vec<Diagnostic>,
+    hints: &mut Vec<String>,
+) -> Option<TableChange> {
+    let m = &t.value;
+    let desired = desired_columns(&m.spec.columns);
+    let (before, has_rows, props, current_ident, actual_spec, actual_sort) = match state {
+        None => (Vec::new(), false, HashMap::new(), Vec::new(), Vec::new(), Vec::new()),
+        Some(s) => {
+            let md = &s.metadata;
+            let nodes = schema::nodes_of(md.current_schema());
+            let ids_to_path = schema::paths_by_id(&nodes);
+            let ident: Vec<String> = md
+                .current_schema()
+                .identifier_field_ids()
+                .filter_map(|id| ids_to_path.get(&id).cloned())
+                .collect();
+            let has_rows = md
+                .current_snapshot()
+                .and_then(|s| s.summary().additional_properties.get("total-records").cloned())
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|n| n > 0);
+            (
+                nodes,
+                has_rows,
+                md.properties().clone(),
+                ident,
+                md.default_partition_spec().fields().to_vec(),
+                md.default_sort_order().fields.clone(),
+            )
+        }
+    };
+    let create = state.is_none();
+    let sd = schema::diff(&before, &desired, has_rows);
+    for r in &sd.refusals {
+        errors.push(t.error_at(&r.yaml_path, format!("{}: {}", t.table_name(), r.message)));
+    }
+    hints.extend(sd.hints.iter().map(|h| format!("{}: {h}", t.table_name())));
+    let last_id = state.map(|s| s.metadata.last_column_id()).unwrap_or(0);
+    let after = match schema::apply_ops(before.clone(), &sd.ops, last_id) {
+        Ok((after, _)) => after,
+        Err(e) => {
+            errors.push(t.error_at("spec.columns", format!("{}: {e}", t.table_name())));
+            return None;
+        }
+    };
+    let after_paths = schema::paths_by_id(&after);
+    let before_paths = schema::paths_by_id(&before);
+
+    // Identifier fields (a set: order does not matter).
+    let mut want_ident = m.spec.identifier_fields.clone();
+    want_ident.sort();
+    let mut have_ident: Vec<String> = current_ident
+        .iter()
+        .map(|p| {
+            // Follow renames: the id's path in the new schema.
+            let id = schema::paths_by_name(&before).get(p).copied();
+            id.and_then(|id| after_paths.get(&id).cloned()).unwrap_or_else(|| p.clone())
+        })
+        .collect();
+    have_ident.sort();
+    let identifier_fields = (want_ident != have_ident).then(|| m.spec.identifier_fields.clone());
+
+    // Partition spec.
+    let path_of = |id: i32| {
+        after_paths
+            .get(&id)
+            .cloned()
+            .or_else(|| before_paths.get(&id).map(|p| format!("{p} (dropped)")))
+            .unwrap_or_else(|| format!("<field {id}>"))
+    };
+    let have_spec: Vec<PartitionTarget> = actual_spec
+        .iter()
+        .map(|f| PartitionTarget {
+            column: path_of(f.source_id),
+            transform: f.transform.to_string(),
+            name: f.name.clone(),
+        })
+        .collect();
+    let want_spec: Vec<PartitionTarget> = m
+        .spec
+        .partitioning
+        .iter()
+        .map(|p| PartitionTarget {
+            column: p.column.clone(),
+            transform: p.transform.0.clone(),
+            name: partition_field_name(p),
+        })
+        .collect();
+    let partition_spec = (have_spec != want_spec).then(|| FieldsChange {
+        from: have_spec.clone(),
+        to: want_spec.clone(),
+    });
+
+    // Sort order.
+    let have_sort: Vec<SortTarget> = actual_sort
+        .iter()
+        .map(|f| SortTarget {
+            column: path_of(f.source_id),
+            transform: f.transform.to_string(),
+            direction: match f.direction {
+                SortDirection::Ascending => "asc".into(),
+                SortDirection::Descending => "desc".into(),
+            },
+            nulls: match f.null_order {
+                NullOrder::First => "first".into(),
+                NullOrder::Last => "last".into(),
+            },
+        })
+        .collect();
+    let want_sort: Vec<SortTarget> = m
+        .spec
+        .sort_order
+        .iter()
+        .map(|s| SortTarget {
+            column: s.column.clone(),
+            transform: s.transform.0.clone(),
+            direction: match s.direction {
+                SortDirectionSpec::Asc => "asc".into(),
+                SortDirectionSpec::Desc => "desc".into(),
+            },
+            nulls: match (s.nulls, s.direction) {
+                (Some(NullsSpec::First), _) | (None, SortDirectionSpec::Asc) => "first".into(),
+                (Some(NullsSpec::Last), _) | (None, SortDirectionSpec::Desc) => "last".into(),
+            },
+        })
+        .collect();
+    let sort_order = (have_sort != want_sort).then(|| FieldsChange {
+        from: have_sort,
+        to: want_sort,
+    });
+
+    // Properties.
+    let managed_before: Vec<String> = props
+        .get(MANAGED_PROPERTIES)
+        .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    let set_properties: BTreeMap<String, String> = m
+        .spec
+        .properties
+        .iter()
+        .filter(|(k, v)| props.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove_properties: Vec<String> = managed_before
+        .iter()
+        .filter(|k| !m.spec.properties.contains_key(*k) && props.contains_key(*k))
+        .cloned()
+        .collect();
+    let managed_properties: Vec<String> = m.spec.properties.keys().cloned().collect();
+
+    // Destructive parts and policy.
+    let mut destructive: Vec<String> = sd
+        .ops
+        .iter()
+        .filter(|o| o.is_destructive())
+        .map(SchemaOp::describe)
+        .collect();
+    if let Some(p) = &partition_spec {
+        for f in &p.from {
+            if !p.to.iter().any(|x| x.column == f.column && x.transform == f.transform) {
+                destructive.push(format!("remove partition field {f}"));
+            }
+        }
+    }
+    if !create && !destructive.is_empty() && !m.spec.policy.allow_destructive {
+        for d in &destructive {
+            errors.push(t.error_at(
+                "spec",
+                format!(
+                    "{}: {d} is destructive; set `spec.policy.allowDestructive: true` to allow it",
+                    t.table_name()
+                ),
+            ));
+        }
+    }
+
+    let nothing = sd.ops.is_empty()
+        && identifier_fields.is_none()
+        && partition_spec.is_none()
+        && sort_order.is_none()
+        && set_properties.is_empty()
+        && remove_properties.is_empty();
+    if nothing && !create {
+        return None;
+    }
+    let ident = table_ident(m);
+    let location = create.then(|| {
+        m.spec.location.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}/{}",
+                lakehouse.warehouse.trim_end_matches('/'),
+                ident.namespace().join("/"),
+                ident.name()
+            )
+        })
+    });
+    Some(TableChange {
+        table: t.table_name(),
+        create,
+        manifest: t.file.clone(),
+        change_id: format!("table:{}@{}", t.table_name(), spec_hash(m)),
+        location,
+        schema_ops: sd.ops,
+        identifier_fields: if create {
+            (!m.spec.identifier_fields.is_empty()).then(|| m.spec.identifier_fields.clone())
+        } else {
+            identifier_fields
+        },
+        partition_spec,
+        sort_order,
+        set_properties,
+        remove_properties,
+        managed_properties,
+        destructive: if create { Vec::new() } else { destructive },
+        schema_before: schema::render_lines(&before),
+        schema_after: schema::render_lines(&after),
+    })
+}
+
+/// Where a manifest's column is, for errors raised later (apply).
+pub fn column_yaml_path(index: usize) -> String {
+    item("spec.columns", index)
+}
+
+/// The desired columns, re-exported for apply.
+pub fn desired_of(m: &TableManifest) -> Vec<Desired> {
+    desired_columns(&m.spec.columns)
+}
+
+/// A node tree's identifier field names, for apply.
+pub fn identifier_names(nodes: &[Node], ids: impl Iterator<Item = i32>) -> Vec<String> {
+    let paths = schema::paths_by_id(nodes);
+    ids.filter_map(|id| paths.get(&id).cloned()).collect()
+}

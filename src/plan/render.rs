@@ -1,0 +1,212 @@
+//! Plan output: Terraform-style text (`+ create`, `~ update in place`, destructive
+//! lines marked, a unified diff of the schema, one summary line) and versioned JSON.
+
+use std::fmt::Write;
+
+use serde_json::json;
+
+use super::{Change, Plan, PLAN_FORMAT_VERSION};
+
+/// ANSI styling, off unless asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn green(&self, s: &str) -> String {
+        self.paint("32", s)
+    }
+    pub fn yellow(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    pub fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+}
+
+/// The summary line: `Plan: 1 to add, 2 to change, 0 to destroy.`
+pub fn summary_line(plan: &Plan) -> String {
+    let (add, change, destroy, destructive) = plan.counts();
+    let mut s = format!("Plan: {add} to add, {change} to change, {destroy} to destroy.");
+    if destructive > 0 {
+        s.pop();
+        let _ = write!(s, " ({destructive} destructive).");
+    }
+    s
+}
+
+pub fn text(plan: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    if plan.changes.is_empty() && plan.errors.is_empty() {
+        out.push_str("No changes. The lakehouse matches the manifests.\n");
+        return out;
+    }
+    for c in &plan.changes {
+        match c {
+            Change::CreateNamespace { namespace } => {
+                let _ = writeln!(out, "{} namespace {}\n", style.green("+"), style.bold(namespace));
+            }
+            Change::Table(t) => {
+                let (sign, verb) = if t.create {
+                    (style.green("+"), "will be created")
+                } else {
+                    (style.yellow("~"), "will be updated in place")
+                };
+                let _ = writeln!(
+                    out,
+                    "{sign} table {} {verb}  {}",
+                    style.bold(&t.table),
+                    style.dim(&format!("({})", t.manifest.display()))
+                );
+                for op in &t.schema_ops {
+                    let line = op.describe();
+                    let (mark, line) = if op.is_destructive() {
+                        (style.red("-"), style.red(&format!("{line}  [destructive]")))
+                    } else if matches!(op, super::schema::SchemaOp::AddColumn { .. }) {
+                        (style.green("+"), line)
+                    } else {
+                        (style.yellow("~"), line)
+                    };
+                    let _ = writeln!(out, "    {mark} {line}");
+                }
+                if let Some(ids) = &t.identifier_fields {
+                    let _ = writeln!(out, "    {} identifier fields: [{}]", style.yellow("~"), ids.join(", "));
+                }
+                if let Some(p) = &t.partition_spec {
+                    let removes = t.destructive.iter().any(|d| d.starts_with("remove partition field"));
+                    let line = format!("partition by {}", p.describe());
+                    if removes {
+                        let _ = writeln!(out, "    {} {}", style.red("~"), style.red(&format!("{line}  [destructive]")));
+                    } else {
+                        let _ = writeln!(out, "    {} {line}", sign_for(t.create, style));
+                    }
+                }
+                if let Some(s) = &t.sort_order {
+                    let _ = writeln!(out, "    {} sort by {}", sign_for(t.create, style), s.describe());
+                }
+                for (k, v) in &t.set_properties {
+                    let _ = writeln!(out, "    {} property {k} = {v:?}", sign_for(t.create, style));
+                }
+                for k in &t.remove_properties {
+                    let _ = writeln!(out, "    {} property {k}", style.red("-"));
+                }
+                if !t.create && t.schema_before != t.schema_after {
+                    let _ = writeln!(out, "    {}", style.dim("schema diff:"));
+                    out.push_str(&schema_diff(&t.schema_before, &t.schema_after, style));
+                }
+                out.push('\n');
+            }
+        }
+    }
+    for h in &plan.hints {
+        let _ = writeln!(out, "{} {h}", style.yellow("hint:"));
+    }
+    for e in &plan.errors {
+        let _ = writeln!(out, "{} {e}", style.red("error:"));
+    }
+    if !plan.hints.is_empty() || !plan.errors.is_empty() {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", style.bold(&summary_line(plan)));
+    if !plan.errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.red(&format!(
+                "{} error(s): this plan cannot be applied; nothing will be changed.",
+                plan.errors.len()
+            ))
+        );
+    }
+    out
+}
+
+fn sign_for(create: bool, style: Style) -> String {
+    if create {
+        style.green("+")
+    } else {
+        style.yellow("~")
+    }
+}
+
+/// Unified diff of two schema renderings (`similar`), indented under the table.
+pub fn schema_diff(before: &[String], after: &[String], style: Style) -> String {
+    let old = before.join("\n") + "\n";
+    let new = after.join("\n") + "\n";
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    let mut out = String::new();
+    for hunk in diff.unified_diff().context_radius(2).iter_hunks() {
+        let _ = writeln!(out, "      {}", style.dim(&hunk.header().to_string()));
+        for change in hunk.iter_changes() {
+            let line = change.value().trim_end_matches('\n');
+            match change.tag() {
+                similar::ChangeTag::Delete => {
+                    let _ = writeln!(out, "      {}", style.red(&format!("-{line}")));
+                }
+                similar::ChangeTag::Insert => {
+                    let _ = writeln!(out, "      {}", style.green(&format!("+{line}")));
+                }
+                similar::ChangeTag::Equal => {
+                    let _ = writeln!(out, "       {line}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `--output json`: a versioned document for machines.
+pub fn json(plan: &Plan) -> serde_json::Value {
+    let (add, change, destroy, destructive) = plan.counts();
+    let changes: Vec<serde_json::Value> = plan
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::CreateNamespace { namespace } => json!({
+                "action": "create",
+                "kind": "namespace",
+                "namespace": namespace,
+            }),
+            Change::Table(t) => {
+                let mut v = serde_json::to_value(t).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("action".into(), json!(if t.create { "create" } else { "update" }));
+                    o.insert("kind".into(), json!("table"));
+                    o.insert("items".into(), json!(t.items()));
+                    o.remove("create");
+                }
+                v
+            }
+        })
+        .collect();
+    json!({
+        "format_version": PLAN_FORMAT_VERSION,
+        "lakectl_version": env!("CARGO_PKG_VERSION"),
+        "lakehouse": plan.lakehouse,
+        "changes": changes,
+        "hints": plan.hints,
+        "errors": plan.errors,
+        "summary": {
+            "add": add,
+            "change": change,
+            "destroy": destroy,
+            "destructive": destructive,
+            "has_changes": !plan.changes.is_empty(),
+            "applicable": plan.errors.is_empty(),
+        },
+    })
+}
