@@ -104,7 +104,7 @@ pub async fn apply(
 pub async fn apply_table(lake: &Lake, t: &TableChange) -> Result<TableState, ApplyError> {
     let ident = t.ident();
     let annotation = annotation_for(t);
-    let result = retry_on_conflict(MAX_ATTEMPTS, |_| {
+    let result = retry_on_conflict(MAX_ATTEMPTS, |attempt| {
         let ident = ident.clone();
         let annotation = annotation.clone();
         async move {
@@ -117,6 +117,9 @@ pub async fn apply_table(lake: &Lake, t: &TableChange) -> Result<TableState, App
                 (false, None) => Err(CommitError::Failed(LakeError::NoSuchTable(t.table.clone()))),
                 (false, Some(state)) => {
                     let (requirements, updates) = materialize(lake, t, &state, &annotation).await?;
+                    if attempt == 0 {
+                        fault_delay().await;
+                    }
                     lake.commit(&ident, &requirements, updates).await
                 }
             }
@@ -133,6 +136,18 @@ pub async fn apply_table(lake: &Lake, t: &TableChange) -> Result<TableState, App
             source,
         },
     })
+}
+
+/// Fault injection for tests: `LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS` holds the first
+/// commit attempt of each table change after its updates are built, so a test can make
+/// two processes plan on the same state and race their commits.
+async fn fault_delay() {
+    if let Some(ms) = std::env::var("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 fn no_longer(t: &TableChange, reason: impl std::fmt::Display) -> CommitError {

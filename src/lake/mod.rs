@@ -303,7 +303,7 @@ where
             Err(CommitError::Conflict(why)) if n + 1 < max_attempts => {
                 let base = 50u64 << n.min(6);
                 let jitter = (uuid::Uuid::new_v4().as_u128() % (base as u128 + 1)) as u64;
-                tracing::debug!("commit conflict (attempt {}): {why}; retrying", n + 1);
+                tracing::info!("commit conflict (attempt {}): {why}; retrying on fresh state", n + 1);
                 tokio::time::sleep(Duration::from_millis(base + jitter)).await;
                 n += 1;
             }

@@ -202,8 +202,8 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// Parses the documents of one file into `set`.
 pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Vec<Diagnostic>) {
     let positions = Arc::new(Positions::index(text));
-    let yaml_err = |e: serde_yaml::Error| -> Diagnostic {
-        let (line, column) = e
+    let yaml_err = |e: serde_yaml::Error, doc: Option<usize>| -> Diagnostic {
+        let (mut line, mut column) = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
@@ -212,6 +212,30 @@ pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Ve
             let suffix = format!(" at line {} column {}", l.line(), l.column());
             if let Some(i) = message.find(&suffix) {
                 message.replace_range(i..i + suffix.len(), "");
+            }
+        }
+        // serde_yaml points at the enclosing mapping; point at the offending key or
+        // value instead when the message says which one it is.
+        if let (Some(doc), Some((path, msg))) = (doc, message.split_once(": ")) {
+            let target = if let Some(rest) = msg.strip_prefix("unknown field `") {
+                rest.split('`').next().map(|f| (child(path, f), true))
+            } else if msg.contains("transform") {
+                Some((child(path, "transform"), false))
+            } else if msg.contains("type") || msg.contains("decimal") || msg.contains("fixed") {
+                Some((child(path, "type"), false))
+            } else {
+                None
+            };
+            if let Some((target, is_key)) = target {
+                let pos = if is_key {
+                    positions.key(doc, &target)
+                } else {
+                    positions.value(doc, &target)
+                };
+                if pos.line >= line {
+                    line = pos.line;
+                    column = pos.col;
+                }
             }
         }
         Diagnostic {
@@ -227,7 +251,7 @@ pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Ve
             match serde_yaml::Value::deserialize(de) {
                 Ok(v) => docs.push(v),
                 Err(e) => {
-                    errors.push(yaml_err(e));
+                    errors.push(yaml_err(e, None));
                     return;
                 }
             }
@@ -278,7 +302,7 @@ pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Ve
                     doc,
                     positions: positions.clone(),
                 }),
-                Some(Err(e)) => errors.push(yaml_err(e)),
+                Some(Err(e)) => errors.push(yaml_err(e, Some(doc))),
                 None => {}
             },
             Some("Lakehouse") => match nth().map(LakehouseManifest::deserialize) {
@@ -288,7 +312,7 @@ pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Ve
                     doc,
                     positions: positions.clone(),
                 }),
-                Some(Err(e)) => errors.push(yaml_err(e)),
+                Some(Err(e)) => errors.push(yaml_err(e, Some(doc))),
                 None => {}
             },
             Some(other) => errors.push(located(

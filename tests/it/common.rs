@@ -1,0 +1,164 @@
+//! Shared fixtures: a temporary project (manifests + embedded lakehouse), running the
+//! binary, reading committed metadata, and the Python oracle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lakectl::lake::{Lake, TableState};
+use lakectl::manifest::ManifestSet;
+
+pub const LAKECTL: &str = env!("CARGO_BIN_EXE_lakectl");
+
+/// A project folder: `manifests/` and, after an apply, `.lakectl/` beside it.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("manifests")).expect("mkdir");
+        Project { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn manifests(&self) -> PathBuf {
+        self.root().join("manifests")
+    }
+
+    pub fn write(&self, name: &str, yaml: &str) {
+        std::fs::write(self.manifests().join(name), yaml).expect("write manifest");
+    }
+
+    pub fn catalog_db(&self) -> PathBuf {
+        self.root().join(".lakectl/catalog.db")
+    }
+
+    /// Runs `lakectl ARGS` in the project root.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(LAKECTL)
+            .args(args)
+            .current_dir(self.root())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run lakectl")
+    }
+
+    /// `lakectl plan manifests`: (exit code, stdout + stderr).
+    pub fn plan(&self) -> (i32, String) {
+        let out = self.run(&["plan", "manifests"]);
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
+    /// `lakectl apply manifests`, which must succeed.
+    pub fn apply_ok(&self) -> String {
+        let out = self.run(&["apply", "manifests"]);
+        assert!(out.status.success(), "apply failed:\n{}", text(&out));
+        text(&out)
+    }
+
+    /// Applies, then checks that a second plan is empty (exit 0, "No changes").
+    pub fn apply_converges(&self) -> String {
+        let out = self.apply_ok();
+        let (code, again) = self.plan();
+        assert_eq!(code, 0, "second plan is not empty:\n{again}");
+        assert!(again.contains("No changes"), "{again}");
+        out
+    }
+
+    /// The table as the catalog has it now.
+    pub async fn table(&self, name: &str) -> TableState {
+        let set = ManifestSet::load_valid(&self.manifests()).expect("valid manifests");
+        let lake = Lake::open_existing(set.lake_config().expect("config"))
+            .await
+            .expect("open")
+            .expect("catalog exists");
+        let (ns, t) = name.split_once('.').expect("ns.table");
+        let ident = iceberg::TableIdent::new(iceberg::NamespaceIdent::new(ns.into()), t.into());
+        lake.load_table(&ident).await.expect("load").expect("table exists")
+    }
+
+    /// What PyIceberg sees of the table (tests/oracle/describe_table.py).
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        inspect(&self.catalog_db(), "lakectl", name)
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The Python of the reader env (`../shared/oracle/setup.sh`): `$LAKECTL_PYTHON`, or
+/// the venv `.ci/run` makes. Missing is a failure, not a skip: these checks are the
+/// independent proof that lakectl writes real Iceberg.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("LAKECTL_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let p = home.join(".cache/lakectl-venv/bin/python");
+    assert!(
+        p.exists(),
+        "no reader env: run `bash ../shared/oracle/setup.sh ~/.cache/lakectl-venv` (or .ci/run), or set LAKECTL_PYTHON"
+    );
+    p
+}
+
+pub fn oracle_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle")
+}
+
+pub fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// Runs a Python script of the reader env; panics with its output when it fails.
+pub fn py(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(python()).args(args).output().expect("run python");
+    assert!(out.status.success(), "python {:?} failed:\n{}", args, text(&out));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn inspect(db: &Path, catalog: &str, table: &str) -> serde_json::Value {
+    let script = oracle_dir().join("describe_table.py");
+    let out = py(&[script.as_os_str(), db.as_os_str(), catalog.as_ref(), table.as_ref()]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("describe_table.py printed no JSON ({e}):\n{out}"))
+}
+
+/// `../shared/oracle/read.py`: PyIceberg and DuckDB read every snapshot; exit 1 when
+/// they disagree. Returns its JSON.
+pub fn read_both(db: &Path, table: &str) -> serde_json::Value {
+    let script = shared_dir().join("oracle/read.py");
+    let out = py(&[
+        script.as_os_str(),
+        "--sqlite".as_ref(),
+        db.as_os_str(),
+        "--catalog-name".as_ref(),
+        "lakectl".as_ref(),
+        "--table".as_ref(),
+        table.as_ref(),
+    ]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("read.py printed no JSON ({e}):\n{out}"))
+}
+
+/// A field of the describe_table.py output by path.
+pub fn field<'a>(inspected: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    inspected["fields"]
+        .as_array()
+        .and_then(|f| f.iter().find(|x| x["path"] == path))
+        .unwrap_or_else(|| panic!("no field {path} in {}", inspected["fields"]))
+}
+
+/// A minimal table manifest: `shop.orders` with the given `spec:` body (indented by 2).
+pub fn orders(spec_body: &str) -> String {
+    format!(
+        "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: orders\n  namespace: shop\nspec:\n{spec_body}"
+    )
+}

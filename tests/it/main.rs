@@ -1,0 +1,8 @@
+//! lakectl's one integration-test binary: real SQLite catalog files, real Iceberg
+//! metadata, the real `lakectl` binary, and PyIceberg / DuckDB as independent readers.
+
+mod common;
+mod concurrency;
+mod corpus;
+mod evolve;
+mod oracle;
