@@ -4,6 +4,7 @@
 //! → `lake`. See `../shared/DESIGN.md`.
 
 pub mod apply;
+pub mod ingest;
 pub mod lake;
 pub mod manifest;
 pub mod plan;

@@ -17,7 +17,11 @@ use lakectl::manifest::{self, ManifestSet};
 use lakectl::plan::{self, render};
 
 #[derive(Parser)]
-#[command(name = "lakectl", version, about = "Declarative Apache Iceberg lakehouse: manifests in git, plan and apply.")]
+#[command(
+    name = "lakectl",
+    version,
+    about = "Declarative Apache Iceberg lakehouse: manifests in git, plan and apply."
+)]
 struct Cli {
     /// Colour in text output.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
@@ -82,7 +86,10 @@ fn main() -> ExitCode {
         Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
     let style = render::Style { color };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -91,7 +98,10 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&manifest::json_schema()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&manifest::json_schema()).unwrap_or_default()
+            );
             0
         }
         Command::Validate { dir, output } => validate(&dir, output),
@@ -145,7 +155,11 @@ fn validate(dir: &Path, output: Output) -> u8 {
 }
 
 /// Loads manifests, observes the lakehouse and diffs: the common start of plan and apply.
-async fn make_plan(dir: &Path, output: Output, create: bool) -> Result<(plan::Plan, Option<Lake>), u8> {
+async fn make_plan(
+    dir: &Path,
+    output: Output,
+    create: bool,
+) -> Result<(plan::Plan, Option<Lake>), u8> {
     let set = ManifestSet::load_valid(dir).map_err(|d| {
         print_diagnostics(&d, output);
         1u8
@@ -177,7 +191,10 @@ async fn plan_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
     };
     match output {
         Output::Text => print!("{}", render::text(&plan, style)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&render::json(&plan)).unwrap_or_default()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&render::json(&plan)).unwrap_or_default()
+        ),
     }
     if !plan.errors.is_empty() {
         1
@@ -199,17 +216,50 @@ async fn apply_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
     }
     if plan.is_empty() && plan.errors.is_empty() {
         if output == Output::Json {
-            println!("{}", serde_json::json!({"plan": render::json(&plan), "applied": []}));
+            println!(
+                "{}",
+                serde_json::json!({"plan": render::json(&plan), "applied": []})
+            );
         }
         return 0;
     }
-    let result = apply::apply(&lake, &plan, |a| {
+    let (files, bytes) = plan.ingest_counts();
+    let bar = progress_bar(files, bytes, output);
+    let result = apply::apply(&lake, &plan, bar.clone(), |a| {
         if output == Output::Text {
-            let snap = a.snapshot_id.map(|s| format!(" (snapshot {s})")).unwrap_or_default();
-            println!("{} {} {}{snap}", style.green("✓"), a.change, a.target);
+            let snap = a
+                .snapshot_id
+                .map(|s| format!(" (snapshot {s})"))
+                .unwrap_or_default();
+            let extra = a
+                .ingest
+                .as_ref()
+                .map(|i| {
+                    let rejected = if i.rejected > 0 {
+                        format!(
+                            ", {} rejected → {}",
+                            i.rejected,
+                            i.rejects_file.clone().unwrap_or_default()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        ": {} file(s), {} row(s), {} data file(s){rejected}",
+                        i.files, i.records, i.data_files
+                    )
+                })
+                .unwrap_or_default();
+            bar.println(format!(
+                "{} {} {}{extra}{snap}",
+                style.green("✓"),
+                a.change,
+                a.target
+            ));
         }
     })
     .await;
+    bar.finish();
     match result {
         Ok(applied) => {
             match output {
@@ -219,8 +269,10 @@ async fn apply_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
                 }
                 Output::Json => println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"plan": render::json(&plan), "applied": applied}))
-                        .unwrap_or_default()
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"plan": render::json(&plan), "applied": applied})
+                    )
+                    .unwrap_or_default()
                 ),
             }
             0
@@ -230,4 +282,44 @@ async fn apply_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
             1
         }
     }
+}
+
+/// Progress of ingest: a bar on a terminal (stderr), nothing otherwise.
+#[derive(Clone)]
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn println(&self, line: String) {
+        match &self.0 {
+            Some(b) => b.println(line),
+            None => println!("{line}"),
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl lakectl::ingest::Progress for Bar {
+    fn advance(&self, bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(bytes);
+        }
+    }
+}
+
+fn progress_bar(files: usize, bytes: u64, output: Output) -> std::sync::Arc<Bar> {
+    if files == 0 || output == Output::Json || !std::io::stderr().is_terminal() {
+        return std::sync::Arc::new(Bar(None));
+    }
+    let b = indicatif::ProgressBar::new(bytes);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "ingest {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    std::sync::Arc::new(Bar(Some(b)))
 }

@@ -17,19 +17,23 @@
 //! order (namespaces first); each is atomic, so an apply stopped by an error (or a
 //! crash) leaves every table at its old or its new state.
 
+pub mod ingest;
+
 use std::collections::HashMap;
 use std::path::Path;
 
 use iceberg::spec::{
-    FormatVersion, NullOrder, SortDirection, SortField, SortOrder, TableMetadataBuilder,
-    Transform, UnboundPartitionSpec,
+    FormatVersion, NullOrder, SortDirection, SortField, SortOrder, TableMetadataBuilder, Transform,
+    UnboundPartitionSpec,
 };
 use iceberg::{TableRequirement, TableUpdate};
 
 use crate::lake::snapshot::{main_branch, metadata_only_snapshot};
 use crate::lake::{retry_on_conflict, Annotation, CommitError, Lake, LakeError, TableState};
 use crate::plan::schema::{self, Node};
-use crate::plan::{Change, FieldsChange, PartitionTarget, Plan, SortTarget, TableChange, MANAGED_PROPERTIES};
+use crate::plan::{
+    Change, FieldsChange, PartitionTarget, Plan, SortTarget, TableChange, MANAGED_PROPERTIES,
+};
 
 /// Why an apply stopped.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,19 @@ pub enum ApplyError {
     },
     #[error(transparent)]
     Lake(#[from] LakeError),
+    #[error("{table}: source `{source}`: {error}; nothing was committed")]
+    Ingest {
+        table: String,
+        source: String,
+        #[source]
+        error: crate::ingest::IngestError,
+    },
+}
+
+impl From<iceberg::Error> for ApplyError {
+    fn from(e: iceberg::Error) -> Self {
+        ApplyError::Lake(LakeError::Iceberg(e))
+    }
 }
 
 /// What one change did.
@@ -55,6 +72,8 @@ pub struct Applied {
     pub target: String,
     pub snapshot_id: Option<i64>,
     pub metadata_location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<ingest::IngestOutcome>,
 }
 
 /// How many times a conflicting commit is retried on fresh state.
@@ -65,6 +84,7 @@ pub const MAX_ATTEMPTS: u32 = 12;
 pub async fn apply(
     lake: &Lake,
     plan: &Plan,
+    progress: std::sync::Arc<dyn crate::ingest::Progress>,
     mut on_applied: impl FnMut(&Applied),
 ) -> Result<Vec<Applied>, ApplyError> {
     if !plan.errors.is_empty() {
@@ -82,15 +102,32 @@ pub async fn apply(
                     target: namespace.clone(),
                     snapshot_id: None,
                     metadata_location: None,
+                    ingest: None,
                 }
             }
             Change::Table(t) => {
                 let state = apply_table(lake, t).await?;
                 Applied {
-                    change: if t.create { "create-table" } else { "update-table" }.into(),
+                    change: if t.create {
+                        "create-table"
+                    } else {
+                        "update-table"
+                    }
+                    .into(),
                     target: t.table.clone(),
                     snapshot_id: state.metadata.current_snapshot_id(),
                     metadata_location: Some(state.metadata_location),
+                    ingest: None,
+                }
+            }
+            Change::Ingest(c) => {
+                let (outcome, state) = ingest::apply_ingest(lake, c, progress.clone()).await?;
+                Applied {
+                    change: "ingest".into(),
+                    target: format!("{} ← {}", c.table, c.source),
+                    snapshot_id: outcome.snapshot_id,
+                    metadata_location: state.map(|s| s.metadata_location),
+                    ingest: Some(outcome),
                 }
             }
         };
@@ -141,7 +178,7 @@ pub async fn apply_table(lake: &Lake, t: &TableChange) -> Result<TableState, App
 /// Fault injection for tests: `LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS` holds the first
 /// commit attempt of each table change after its updates are built, so a test can make
 /// two processes plan on the same state and race their commits.
-async fn fault_delay() {
+pub(crate) async fn fault_delay() {
     if let Some(ms) = std::env::var("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -165,7 +202,12 @@ pub fn annotation_for(t: &TableChange) -> Annotation {
         t.items().join("; ")
     };
     Annotation {
-        change: if t.create { "create-table" } else { "update-table" }.into(),
+        change: if t.create {
+            "create-table"
+        } else {
+            "update-table"
+        }
+        .into(),
         change_id: t.change_id.clone(),
         manifest: Some(t.manifest.display().to_string()),
         git_commit: git_commit(&t.manifest),
@@ -176,7 +218,10 @@ pub fn annotation_for(t: &TableChange) -> Annotation {
 /// `HEAD` of the git work tree holding `file` (with `-dirty` when the file has
 /// uncommitted edits), or `None` outside git.
 pub fn git_commit(file: &Path) -> Option<String> {
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -203,14 +248,20 @@ pub fn git_commit(file: &Path) -> Option<String> {
     Some(head)
 }
 
-fn unbound_spec(targets: &[PartitionTarget], nodes: &[Node]) -> Result<UnboundPartitionSpec, String> {
+fn unbound_spec(
+    targets: &[PartitionTarget],
+    nodes: &[Node],
+) -> Result<UnboundPartitionSpec, String> {
     let paths = schema::paths_by_name(nodes);
     let mut b = UnboundPartitionSpec::builder();
     for p in targets {
         let id = *paths
             .get(&p.column)
             .ok_or_else(|| format!("partition column `{}` does not exist", p.column))?;
-        let transform: Transform = p.transform.parse().map_err(|e: iceberg::Error| e.message().to_string())?;
+        let transform: Transform = p
+            .transform
+            .parse()
+            .map_err(|e: iceberg::Error| e.message().to_string())?;
         b = b
             .add_partition_field(id, &p.name, transform)
             .map_err(|e| e.message().to_string())?;
@@ -231,41 +282,70 @@ fn sort_order(targets: &[SortTarget], nodes: &[Node]) -> Result<SortOrder, Strin
         fields.push(
             SortField::builder()
                 .source_id(id)
-                .transform(s.transform.parse().map_err(|e: iceberg::Error| e.message().to_string())?)
+                .transform(
+                    s.transform
+                        .parse()
+                        .map_err(|e: iceberg::Error| e.message().to_string())?,
+                )
                 .direction(if s.direction == "desc" {
                     SortDirection::Descending
                 } else {
                     SortDirection::Ascending
                 })
-                .null_order(if s.nulls == "last" { NullOrder::Last } else { NullOrder::First })
+                .null_order(if s.nulls == "last" {
+                    NullOrder::Last
+                } else {
+                    NullOrder::First
+                })
                 .build(),
         );
     }
-    Ok(SortOrder { order_id: 1, fields })
+    Ok(SortOrder {
+        order_id: 1,
+        fields,
+    })
 }
 
 fn target_spec(change: &Option<FieldsChange<PartitionTarget>>) -> Option<&[PartitionTarget]> {
     change.as_ref().map(|c| c.to.as_slice())
 }
 
-async fn create(lake: &Lake, t: &TableChange, annotation: &Annotation) -> Result<TableState, CommitError> {
-    let (nodes, _) = schema::apply_ops(Vec::new(), &t.schema_ops, 0).map_err(|e| no_longer(t, e))?;
+async fn create(
+    lake: &Lake,
+    t: &TableChange,
+    annotation: &Annotation,
+) -> Result<TableState, CommitError> {
+    let (nodes, _) =
+        schema::apply_ops(Vec::new(), &t.schema_ops, 0).map_err(|e| no_longer(t, e))?;
     let ident_fields = t.identifier_fields.clone().unwrap_or_default();
     let schema = schema::schema_of(&nodes, &ident_fields).map_err(|e| no_longer(t, e))?;
-    let spec = unbound_spec(target_spec(&t.partition_spec).unwrap_or(&[]), &nodes).map_err(|e| no_longer(t, e))?;
-    let sort = sort_order(t.sort_order.as_ref().map(|c| c.to.as_slice()).unwrap_or(&[]), &nodes)
+    let spec = unbound_spec(target_spec(&t.partition_spec).unwrap_or(&[]), &nodes)
         .map_err(|e| no_longer(t, e))?;
+    let sort = sort_order(
+        t.sort_order
+            .as_ref()
+            .map(|c| c.to.as_slice())
+            .unwrap_or(&[]),
+        &nodes,
+    )
+    .map_err(|e| no_longer(t, e))?;
     let mut props: HashMap<String, String> = t.set_properties.clone().into_iter().collect();
     props.insert(MANAGED_PROPERTIES.into(), t.managed_properties.join(","));
     let location = t
         .location
         .clone()
         .unwrap_or_else(|| lake.default_location(&t.ident()));
-    let metadata = TableMetadataBuilder::new(schema, spec, sort, location, FormatVersion::V2, props)?
-        .build()?
-        .metadata;
-    let snapshot =
-        metadata_only_snapshot(lake.file_io(), &metadata, metadata.current_schema_id(), annotation).await?;
+    let metadata =
+        TableMetadataBuilder::new(schema, spec, sort, location, FormatVersion::V2, props)?
+            .build()?
+            .metadata;
+    let snapshot = metadata_only_snapshot(
+        lake.file_io(),
+        &metadata,
+        metadata.current_schema_id(),
+        annotation,
+    )
+    .await?;
     let (branch, reference) = main_branch(snapshot.snapshot_id());
     let metadata = metadata
         .into_builder(None)
@@ -287,7 +367,9 @@ async fn materialize(
     let before = schema::nodes_of(md.current_schema());
     let (after, _) = schema::apply_ops(before.clone(), &t.schema_ops, md.last_column_id())
         .map_err(|e| no_longer(t, e))?;
-    let mut builder = md.clone().into_builder(Some(state.metadata_location.clone()));
+    let mut builder = md
+        .clone()
+        .into_builder(Some(state.metadata_location.clone()));
     let ident_fields = match &t.identifier_fields {
         Some(f) => f.clone(),
         None => crate::plan::identifier_names(&after, md.current_schema().identifier_field_ids()),
@@ -327,8 +409,13 @@ async fn materialize(
     }
     // The snapshot records the schema this change leaves current.
     let staged = builder.clone().build()?.metadata;
-    let snapshot =
-        metadata_only_snapshot(lake.file_io(), &staged, staged.current_schema_id(), annotation).await?;
+    let snapshot = metadata_only_snapshot(
+        lake.file_io(),
+        &staged,
+        staged.current_schema_id(),
+        annotation,
+    )
+    .await?;
     let (branch, reference) = main_branch(snapshot.snapshot_id());
     let updates = builder
         .add_snapshot(snapshot)?

@@ -73,10 +73,12 @@ impl SqlCatalog {
         )
         .execute(&self.pool)
         .await?;
-        let has_type = sqlx::query("SELECT 1 FROM pragma_table_info('iceberg_tables') WHERE name = 'iceberg_type'")
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some();
+        let has_type = sqlx::query(
+            "SELECT 1 FROM pragma_table_info('iceberg_tables') WHERE name = 'iceberg_type'",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some();
         if !has_type {
             // A catalog made by PyIceberg: add the JDBC column (see ICEBERG-NOTES.md).
             let r = sqlx::query("ALTER TABLE iceberg_tables ADD COLUMN iceberg_type VARCHAR(5)")
@@ -135,7 +137,11 @@ impl SqlCatalog {
             .collect()
     }
 
-    pub async fn metadata_location(&self, ns: &str, table: &str) -> Result<Option<String>, sqlx::Error> {
+    pub async fn metadata_location(
+        &self,
+        ns: &str,
+        table: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT metadata_location FROM iceberg_tables
              WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
@@ -150,7 +156,12 @@ impl SqlCatalog {
     }
 
     /// Inserts a new table row; `false` when the table exists already.
-    pub async fn insert_table(&self, ns: &str, table: &str, location: &str) -> Result<bool, sqlx::Error> {
+    pub async fn insert_table(
+        &self,
+        ns: &str,
+        table: &str,
+        location: &str,
+    ) -> Result<bool, sqlx::Error> {
         let r = sqlx::query(
             "INSERT OR IGNORE INTO iceberg_tables
              (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)

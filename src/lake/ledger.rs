@@ -80,3 +80,27 @@ pub fn applied_change_ids(metadata: &TableMetadata) -> Vec<String> {
         .filter_map(|s| s.summary().additional_properties.get(CHANGE_ID).cloned())
         .collect()
 }
+
+/// Summary key listing the files an ingest snapshot appended (JSON array of
+/// [`crate::ingest::IngestedFile`]).
+pub const INGESTED: &str = "lakectl.ingested";
+/// Summary key naming the source of an ingest snapshot.
+pub const SOURCE: &str = "lakectl.source";
+/// Summary key with the number of rows `onError: skip` rejected.
+pub const REJECTED: &str = "lakectl.rejected-rows";
+
+/// Every file lakectl ingested into the current state of the table, by ledger path
+/// (the newest record wins when a changed file was appended again).
+pub fn ingested_files(metadata: &TableMetadata) -> HashMap<String, crate::ingest::IngestedFile> {
+    let mut out = HashMap::new();
+    for s in ancestry(metadata).iter().rev() {
+        if let Some(json) = s.summary().additional_properties.get(INGESTED) {
+            if let Ok(files) = serde_json::from_str::<Vec<crate::ingest::IngestedFile>>(json) {
+                for f in files {
+                    out.insert(f.path.clone(), f);
+                }
+            }
+        }
+    }
+    out
+}

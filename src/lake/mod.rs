@@ -121,12 +121,10 @@ impl Lake {
     async fn open_inner(config: LakeConfig, create: bool) -> Result<Option<Lake>, LakeError> {
         match config.catalog_kind {
             CatalogKind::Sql => {}
-            CatalogKind::Rest => {
-                return Err(LakeError::Unsupported(
-                    "the REST catalog is not supported yet (catalog.type: rest); use the SQL catalog"
-                        .into(),
-                ))
-            }
+            CatalogKind::Rest => return Err(LakeError::Unsupported(
+                "the REST catalog is not supported yet (catalog.type: rest); use the SQL catalog"
+                    .into(),
+            )),
         }
         let file_io = file_io_for(&config)?;
         let Some(catalog) =
@@ -292,7 +290,10 @@ fn file_io_for(config: &LakeConfig) -> Result<FileIO, LakeError> {
 /// Runs `attempt` until it does not return a `Conflict`, with exponential backoff and
 /// jitter (50 ms doubling, at most `max_attempts`). Each attempt must re-read the table:
 /// a retry is a rebase on fresh state, never a blind overwrite.
-pub async fn retry_on_conflict<T, F, Fut>(max_attempts: u32, mut attempt: F) -> Result<T, CommitError>
+pub async fn retry_on_conflict<T, F, Fut>(
+    max_attempts: u32,
+    mut attempt: F,
+) -> Result<T, CommitError>
 where
     F: FnMut(u32) -> Fut,
     Fut: std::future::Future<Output = Result<T, CommitError>>,
@@ -303,7 +304,10 @@ where
             Err(CommitError::Conflict(why)) if n + 1 < max_attempts => {
                 let base = 50u64 << n.min(6);
                 let jitter = (uuid::Uuid::new_v4().as_u128() % (base as u128 + 1)) as u64;
-                tracing::info!("commit conflict (attempt {}): {why}; retrying on fresh state", n + 1);
+                tracing::info!(
+                    "commit conflict (attempt {}): {why}; retrying on fresh state",
+                    n + 1
+                );
                 tokio::time::sleep(Duration::from_millis(base + jitter)).await;
                 n += 1;
             }

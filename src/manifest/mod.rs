@@ -403,7 +403,11 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
             ),
         ));
     }
-    if m.metadata.namespace.split('.').any(|l| !valid_identifier(l)) {
+    if m.metadata
+        .namespace
+        .split('.')
+        .any(|l| !valid_identifier(l))
+    {
         errors.push(t.error_at(
             "metadata.namespace",
             format!(
@@ -436,11 +440,16 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
                 match prim {
                     None => errors.push(t.error_at(
                         &path,
-                        format!("identifier field `{name}` must be a primitive column, not {}", r.ty),
+                        format!(
+                            "identifier field `{name}` must be a primitive column, not {}",
+                            r.ty
+                        ),
                     )),
                     Some(PrimitiveType::Float | PrimitiveType::Double) => errors.push(t.error_at(
                         &path,
-                        format!("identifier field `{name}` cannot be float or double (Iceberg spec)"),
+                        format!(
+                            "identifier field `{name}` cannot be float or double (Iceberg spec)"
+                        ),
                     )),
                     Some(_) => {}
                 }
@@ -489,6 +498,70 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
         }
     }
 
+    // Sources.
+    let mut source_names: HashMap<&str, usize> = HashMap::new();
+    for (i, src) in m.spec.sources.iter().enumerate() {
+        let path = item("spec.sources", i);
+        if !valid_identifier(&src.name) {
+            errors.push(t.error_at(
+                &child(&path, "name"),
+                format!(
+                    "invalid source name `{}`: use letters, digits, `_` and `-`",
+                    src.name
+                ),
+            ));
+        }
+        if let Some(first) = source_names.insert(&src.name, i) {
+            errors.push(t.error_at(
+                &child(&path, "name"),
+                format!(
+                    "duplicate source `{}` (first at {})",
+                    src.name,
+                    t.where_is(&child(&item("spec.sources", first), "name"))
+                ),
+            ));
+        }
+        if src.uri.trim().is_empty() {
+            errors.push(t.error_at(&child(&path, "uri"), "a source needs a `uri`"));
+        }
+        for (what, v) in [("delimiter", &src.csv.delimiter), ("quote", &src.csv.quote)] {
+            if v.len() != 1 {
+                errors.push(t.error_at(
+                    &child(&child(&path, "csv"), what),
+                    format!("csv {what} must be one ASCII character, got {v:?}"),
+                ));
+            }
+        }
+        let top: Vec<&str> = m.spec.columns.iter().map(|c| c.name.as_str()).collect();
+        let known = |name: &str| {
+            top.iter().any(|c| {
+                if src.case_insensitive {
+                    c.eq_ignore_ascii_case(name)
+                } else {
+                    *c == name
+                }
+            })
+        };
+        for (from, to) in &src.columns {
+            if !known(to) {
+                errors.push(t.error_at(
+                    &child(&child(&path, "columns"), from),
+                    format!(
+                        "source column `{from}` maps to `{to}`, which is not a column of the table"
+                    ),
+                ));
+            }
+        }
+        for col in src.defaults.keys() {
+            if !known(col) {
+                errors.push(t.error_at_key(
+                    &child(&child(&path, "defaults"), col),
+                    format!("default for `{col}`, which is not a column of the table"),
+                ));
+            }
+        }
+    }
+
     // Properties.
     for key in m.spec.properties.keys() {
         if key.starts_with("lakectl.") {
@@ -511,7 +584,9 @@ fn check_transform(
     let TypeExpr::Primitive(p) = ty else {
         errors.push(t.error_at(
             &child(path, "column"),
-            format!("column `{column}` is {ty}; only primitive columns can be partitioned or sorted on"),
+            format!(
+                "column `{column}` is {ty}; only primitive columns can be partitioned or sorted on"
+            ),
         ));
         return;
     };
@@ -561,7 +636,10 @@ fn check_columns(
         if c.name.is_empty() || c.name.contains('.') {
             errors.push(t.error_at(
                 &child(&cpath, "name"),
-                format!("invalid column name `{}`: must be non-empty and contain no `.`", c.name),
+                format!(
+                    "invalid column name `{}`: must be non-empty and contain no `.`",
+                    c.name
+                ),
             ));
         }
         if let Some(first) = names.insert(c.name.to_ascii_lowercase(), i) {
@@ -612,13 +690,17 @@ fn check_type(
             }
             check_columns(t, v.fields, &child(path, "fields"), errors);
         }
-        _ if !v.fields.is_empty() => not_here("fields", errors, "is only allowed with `type: struct`"),
+        _ if !v.fields.is_empty() => {
+            not_here("fields", errors, "is only allowed with `type: struct`")
+        }
         _ => {}
     }
     match &v.ty.0 {
         TypeExpr::List(None) => match v.element {
             Some(e) => check_type(t, e.type_view(), &child(path, "element"), errors),
-            None => errors.push(t.error_at(&ty_path, "a list needs `element` (or write `list<T>`)")),
+            None => {
+                errors.push(t.error_at(&ty_path, "a list needs `element` (or write `list<T>`)"))
+            }
         },
         TypeExpr::List(Some(_)) if v.element.is_some() => not_here(
             "element",
@@ -645,7 +727,11 @@ fn check_type(
         TypeExpr::Map(Some(_)) => {
             for (what, part) in [("key", v.key), ("value", v.value)] {
                 if part.is_some() {
-                    not_here(what, errors, "is given twice: the type already says map<K, V>");
+                    not_here(
+                        what,
+                        errors,
+                        "is given twice: the type already says map<K, V>",
+                    );
                 }
             }
         }
@@ -708,8 +794,8 @@ pub fn expand_env(s: &str) -> Result<String, String> {
             .find('}')
             .ok_or_else(|| format!("unterminated `${{env:` in `{s}`"))?;
         let var = &after[..end];
-        let value = std::env::var(var)
-            .map_err(|_| format!("environment variable `{var}` is not set"))?;
+        let value =
+            std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -771,7 +857,9 @@ fn resolve_lakehouse(
                 None => {
                     errors.push(l.error_at(
                         "spec.catalog.uri",
-                        format!("SQL catalog uri `{uri}` must start with `sqlite:` (a SQLite file)"),
+                        format!(
+                            "SQL catalog uri `{uri}` must start with `sqlite:` (a SQLite file)"
+                        ),
                     ));
                     String::new()
                 }

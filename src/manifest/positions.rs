@@ -82,14 +82,8 @@ pub fn item(path: &str, index: usize) -> String {
 }
 
 enum Frame {
-    Map {
-        path: String,
-        key: Option<String>,
-    },
-    Seq {
-        path: String,
-        next: usize,
-    },
+    Map { path: String, key: Option<String> },
+    Seq { path: String, next: usize },
 }
 
 #[derive(Default)]
@@ -123,7 +117,10 @@ impl Recv {
 
     fn record(&mut self, path: String, mark: &Marker) {
         let doc = self.doc.unwrap_or(0);
-        self.out.values.entry((doc, path)).or_insert(Self::pos(mark));
+        self.out
+            .values
+            .entry((doc, path))
+            .or_insert(Self::pos(mark));
     }
 }
 
@@ -135,7 +132,11 @@ impl MarkedEventReceiver for Recv {
                 self.stack.clear();
             }
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { path, key: key @ None }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    path,
+                    key: key @ None,
+                }) = self.stack.last_mut()
+                {
                     let k = child(path, &value);
                     let map_path = path.clone();
                     *key = Some(value);

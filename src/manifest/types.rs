@@ -80,6 +80,117 @@ pub struct TableSpec {
     /// What lakectl may do to this table.
     #[serde(default)]
     pub policy: Policy,
+    /// Files to ingest: each file is appended exactly once (see the ledger).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceSpec>,
+}
+
+/// A declared ingest source: files (a path, glob or directory) appended exactly once.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Source name, unique in the table; part of the ledger id of every file it ingests.
+    pub name: String,
+    /// A file, a glob (`data/sales/*.csv`, `**` allowed) or a directory, relative to the
+    /// manifest file; or `s3://bucket/prefix/` with an optional glob.
+    pub uri: String,
+    /// csv, json (newline-delimited) or parquet; inferred from the file extension when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SourceFormat>,
+    /// CSV options.
+    #[serde(default)]
+    pub csv: CsvOptions,
+    /// Source column → table column, for names that differ.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, String>,
+    /// Values for table columns the source does not have (as text, cast to the column type).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub defaults: BTreeMap<String, String>,
+    /// Match source columns to table columns ignoring case.
+    #[serde(default)]
+    pub case_insensitive: bool,
+    /// Refuse source columns that map to no table column (default: ignore them).
+    #[serde(default)]
+    pub strict: bool,
+    /// A file whose content changed under an already ingested path: `report` it (default)
+    /// or `append` it again.
+    #[serde(default)]
+    pub on_change: OnChange,
+    /// A row that does not fit: `fail` the apply (default, nothing committed) or `skip`
+    /// it into the rejects file and report the count.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Where rejected rows go (CSV); default `.lakectl/rejects/<table>/<source>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Csv,
+    Json,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    #[default]
+    Report,
+    Append,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Fail,
+    Skip,
+}
+
+/// CSV reading options.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CsvOptions {
+    /// The first line names the columns (default true). Without a header the columns are
+    /// taken in table order.
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// One character (default `,`).
+    #[serde(default = "comma")]
+    pub delimiter: String,
+    /// One character (default `"`).
+    #[serde(default = "dquote")]
+    pub quote: String,
+    /// The text that means null (default: the empty field).
+    #[serde(default)]
+    pub null_string: String,
+    /// chrono format for timestamp columns (default: RFC 3339 / ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_format: Option<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            header: true,
+            delimiter: ",".into(),
+            quote: "\"".into(),
+            null_string: String::new(),
+            timestamp_format: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn comma() -> String {
+    ",".into()
+}
+fn dquote() -> String {
+    "\"".into()
 }
 
 /// Safety policy of a table.
@@ -276,9 +387,7 @@ pub struct TransformName(pub String);
 impl TransformName {
     pub fn to_transform(&self) -> iceberg::spec::Transform {
         // Checked in try_from.
-        self.0
-            .parse()
-            .unwrap_or(iceberg::spec::Transform::Identity)
+        self.0.parse().unwrap_or(iceberg::spec::Transform::Identity)
     }
 }
 

@@ -45,15 +45,17 @@ pub fn parse(input: &str) -> Result<TypeExpr, String> {
         return Ok(TypeExpr::List(Some(Box::new(parse(inner)?))));
     }
     if let Some(inner) = strip_generic(&lower, "map") {
-        let (k, v) = split_top_level_comma(inner).ok_or_else(|| {
-            format!("map type `{s}` needs a key and a value type: map<K, V>")
-        })?;
-        return Ok(TypeExpr::Map(Some((Box::new(parse(k)?), Box::new(parse(v)?)))));
+        let (k, v) = split_top_level_comma(inner)
+            .ok_or_else(|| format!("map type `{s}` needs a key and a value type: map<K, V>"))?;
+        return Ok(TypeExpr::Map(Some((
+            Box::new(parse(k)?),
+            Box::new(parse(v)?),
+        ))));
     }
     if let Some(args) = strip_call(&lower, "decimal") {
-        let (p, sc) = args
-            .split_once(',')
-            .ok_or_else(|| format!("decimal type `{s}` needs precision and scale: decimal(P, S)"))?;
+        let (p, sc) = args.split_once(',').ok_or_else(|| {
+            format!("decimal type `{s}` needs precision and scale: decimal(P, S)")
+        })?;
         let precision: u32 = p
             .trim()
             .parse()
@@ -63,12 +65,19 @@ pub fn parse(input: &str) -> Result<TypeExpr, String> {
             .parse()
             .map_err(|_| format!("decimal scale in `{s}` is not a number"))?;
         if !(1..=38).contains(&precision) {
-            return Err(format!("decimal precision must be 1..=38, got {precision} in `{s}`"));
+            return Err(format!(
+                "decimal precision must be 1..=38, got {precision} in `{s}`"
+            ));
         }
         if scale > precision {
-            return Err(format!("decimal scale {scale} exceeds precision {precision} in `{s}`"));
+            return Err(format!(
+                "decimal scale {scale} exceeds precision {precision} in `{s}`"
+            ));
         }
-        return Ok(TypeExpr::Primitive(PrimitiveType::Decimal { precision, scale }));
+        return Ok(TypeExpr::Primitive(PrimitiveType::Decimal {
+            precision,
+            scale,
+        }));
     }
     if let Some(args) = strip_call(&lower, "fixed") {
         let n: u64 = args
@@ -161,7 +170,9 @@ mod tests {
             })
         );
         assert_eq!(
-            parse("map<string, list<decimal(10,2)>>").unwrap().to_string(),
+            parse("map<string, list<decimal(10,2)>>")
+                .unwrap()
+                .to_string(),
             "map<string, list<decimal(10, 2)>>"
         );
         assert_eq!(parse("fixed(16)").unwrap().to_string(), "fixed(16)");
@@ -171,8 +182,12 @@ mod tests {
     fn rejects_with_reason() {
         assert!(parse("bigint").unwrap_err().contains("did you mean `long`"));
         assert!(parse("decimal(40,2)").unwrap_err().contains("1..=38"));
-        assert!(parse("decimal(4,6)").unwrap_err().contains("exceeds precision"));
-        assert!(parse("map<string>").unwrap_err().contains("key and a value"));
+        assert!(parse("decimal(4,6)")
+            .unwrap_err()
+            .contains("exceeds precision"));
+        assert!(parse("map<string>")
+            .unwrap_err()
+            .contains("key and a value"));
         assert!(parse("fixed(0)").is_err());
     }
 }

@@ -21,9 +21,13 @@ use iceberg::{NamespaceIdent, TableIdent};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::lake::{Lake, LakeConfig, LakeError, TableState};
+use crate::ingest::files::{self, FileState};
+use crate::ingest::SourceFile;
+use crate::lake::{ledger, Lake, LakeConfig, LakeError, TableState};
 use crate::manifest::positions::item;
-use crate::manifest::types::{NullsSpec, SortDirectionSpec, TableManifest};
+use crate::manifest::types::{
+    NullsSpec, OnChange, SortDirectionSpec, SourceFormat, SourceSpec, TableManifest,
+};
 use crate::manifest::{partition_field_name, Diagnostic, Located, ManifestSet};
 use schema::{desired_columns, Desired, Node, SchemaOp};
 
@@ -39,27 +43,73 @@ pub const PLAN_FORMAT_VERSION: &str = "1";
 pub struct Actual {
     pub namespaces: HashMap<String, bool>,
     pub tables: HashMap<String, TableState>,
+    /// Per table, per declared source (in order): the files listed now and how each
+    /// stands against the ledger, or why they could not be listed.
+    pub sources: HashMap<String, Vec<Result<Vec<(SourceFile, FileState)>, String>>>,
 }
 
 /// Reads the actual state of every declared table (`lake` is `None` when the catalog
 /// does not exist yet: everything is absent).
 pub async fn observe(lake: Option<&Lake>, set: &ManifestSet) -> Result<Actual, LakeError> {
     let mut actual = Actual::default();
-    let Some(lake) = lake else {
-        return Ok(actual);
-    };
+    if let Some(lake) = lake {
+        observe_tables(lake, set, &mut actual).await?;
+    }
+    for t in &set.tables {
+        let ledger = actual
+            .tables
+            .get(&t.table_name())
+            .map(|s| ledger::ingested_files(&s.metadata))
+            .unwrap_or_default();
+        let base = t.file.parent().unwrap_or(std::path::Path::new("."));
+        let listed = t
+            .value
+            .spec
+            .sources
+            .iter()
+            .map(|src| list_source(src, base, &ledger))
+            .collect();
+        actual.sources.insert(t.table_name(), listed);
+    }
+    Ok(actual)
+}
+
+fn list_source(
+    src: &SourceSpec,
+    base: &std::path::Path,
+    ledger: &HashMap<String, crate::ingest::IngestedFile>,
+) -> Result<Vec<(SourceFile, FileState)>, String> {
+    if src.uri.starts_with("s3://") || src.uri.starts_with("s3a://") {
+        return Err("S3 sources are not supported yet; use a local path".into());
+    }
+    let files = files::list_local(&src.uri, base)?;
+    files
+        .into_iter()
+        .map(|f| {
+            let state =
+                files::state_of(&f, ledger).map_err(|e| format!("cannot read {}: {e}", f.path))?;
+            Ok((f, state))
+        })
+        .collect()
+}
+
+async fn observe_tables(
+    lake: &Lake,
+    set: &ManifestSet,
+    actual: &mut Actual,
+) -> Result<(), LakeError> {
     for t in &set.tables {
         let ns = namespace_ident(&t.value);
         let key = t.value.metadata.namespace.clone();
-        if !actual.namespaces.contains_key(&key) {
-            actual.namespaces.insert(key, lake.namespace_exists(&ns).await?);
+        if let std::collections::hash_map::Entry::Vacant(e) = actual.namespaces.entry(key) {
+            e.insert(lake.namespace_exists(&ns).await?);
         }
         let ident = table_ident(&t.value);
         if let Some(state) = lake.load_table(&ident).await? {
             actual.tables.insert(t.table_name(), state);
         }
     }
-    Ok(actual)
+    Ok(())
 }
 
 pub fn namespace_ident(m: &TableManifest) -> NamespaceIdent {
@@ -85,6 +135,17 @@ impl Plan {
         self.changes.is_empty()
     }
 
+    /// Files to ingest and their bytes.
+    pub fn ingest_counts(&self) -> (usize, u64) {
+        self.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Ingest(i) => Some((i.files.len(), i.bytes)),
+                _ => None,
+            })
+            .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2))
+    }
+
     /// (to add, to change, to destroy, destructive changes)
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let mut add = 0;
@@ -98,6 +159,7 @@ impl Plan {
                     change += 1;
                     destructive += t.destructive.len();
                 }
+                Change::Ingest(_) => {}
             }
         }
         (add, change, 0, destructive)
@@ -109,7 +171,51 @@ impl Plan {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Change {
     CreateNamespace { namespace: String },
-    Table(TableChange),
+    Table(Box<TableChange>),
+    Ingest(Box<IngestChange>),
+}
+
+/// Appending a source's new files to a table: one snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestChange {
+    pub table: String,
+    pub manifest: PathBuf,
+    pub source: String,
+    /// Ledger id: `source:<ns>.<table>:<source>@<hash of the files' identities>`.
+    pub change_id: String,
+    pub files: Vec<IngestFile>,
+    pub bytes: u64,
+    #[serde(skip)]
+    pub spec: SourceSpec,
+    /// Where `onError: skip` writes rejected rows.
+    pub rejects_dir: PathBuf,
+}
+
+/// A file the plan will ingest.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestFile {
+    pub path: String,
+    #[serde(skip)]
+    pub location: PathBuf,
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub format: SourceFormat,
+    /// `new`, or `changed` (appended again under `onChange: append`).
+    pub reason: String,
+}
+
+impl IngestChange {
+    pub fn ident(&self) -> TableIdent {
+        ident_of(&self.table)
+    }
+}
+
+fn ident_of(table: &str) -> TableIdent {
+    let (ns, name) = table.rsplit_once('.').unwrap_or(("default", table));
+    TableIdent::new(
+        NamespaceIdent::from_strs(ns.split('.')).unwrap_or_else(|_| NamespaceIdent::new(ns.into())),
+        name.to_string(),
+    )
 }
 
 /// Creating or updating one table.
@@ -146,9 +252,13 @@ pub struct TableChange {
 
 impl TableChange {
     pub fn ident(&self) -> TableIdent {
-        let (ns, name) = self.table.rsplit_once('.').unwrap_or(("default", &self.table));
+        let (ns, name) = self
+            .table
+            .rsplit_once('.')
+            .unwrap_or(("default", &self.table));
         TableIdent::new(
-            NamespaceIdent::from_strs(ns.split('.')).unwrap_or_else(|_| NamespaceIdent::new(ns.into())),
+            NamespaceIdent::from_strs(ns.split('.'))
+                .unwrap_or_else(|_| NamespaceIdent::new(ns.into())),
             name.to_string(),
         )
     }
@@ -188,7 +298,10 @@ impl<T: std::fmt::Display> FieldsChange<T> {
             if v.is_empty() {
                 "(none)".to_string()
             } else {
-                v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+                v.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         if self.from.is_empty() {
@@ -249,7 +362,16 @@ impl std::fmt::Display for SortTarget {
 
 /// Short stable hash of a manifest's spec (the change id's suffix).
 pub fn spec_hash(m: &TableManifest) -> String {
-    let json = serde_json::to_vec(&m.spec).unwrap_or_default();
+    // The table's structure only: sources and policy do not change the table.
+    let s = &m.spec;
+    let json = serde_json::to_vec(&serde_json::json!({
+        "columns": s.columns,
+        "identifierFields": s.identifier_fields,
+        "partitioning": s.partitioning,
+        "sortOrder": s.sort_order,
+        "properties": s.properties,
+    }))
+    .unwrap_or_default();
     let digest = Sha256::digest(&json);
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
@@ -277,10 +399,109 @@ pub fn diff(set: &ManifestSet, actual: &Actual, lakehouse: LakeConfig) -> Plan {
     for t in &set.tables {
         let state = actual.tables.get(&t.table_name());
         if let Some(c) = diff_table(t, state, &plan.lakehouse, &mut plan.errors, &mut plan.hints) {
-            plan.changes.push(Change::Table(c));
+            plan.changes.push(Change::Table(Box::new(c)));
+        }
+    }
+    for t in &set.tables {
+        let Some(listed) = actual.sources.get(&t.table_name()) else {
+            continue;
+        };
+        for (i, (src, files)) in t.value.spec.sources.iter().zip(listed).enumerate() {
+            let at = item("spec.sources", i);
+            match files {
+                Err(e) => plan.errors.push(t.error_at(
+                    &format!("{at}.uri"),
+                    format!("{}: source `{}`: {e}", t.table_name(), src.name),
+                )),
+                Ok(files) => {
+                    if let Some(c) =
+                        diff_source(t, src, &at, files, &mut plan.errors, &mut plan.hints)
+                    {
+                        plan.changes.push(Change::Ingest(Box::new(c)));
+                    }
+                }
+            }
         }
     }
     plan
+}
+
+fn diff_source(
+    t: &Located<TableManifest>,
+    src: &SourceSpec,
+    at: &str,
+    files: &[(SourceFile, FileState)],
+    errors: &mut Vec<Diagnostic>,
+    hints: &mut Vec<String>,
+) -> Option<IngestChange> {
+    let mut out = Vec::new();
+    for (f, state) in files {
+        let reason = match state {
+            FileState::Ingested => continue,
+            FileState::New => "new",
+            FileState::Changed { .. } if src.on_change == OnChange::Append => "changed",
+            FileState::Changed { .. } => {
+                hints.push(format!(
+                    "{}: source `{}`: {} changed since it was ingested; not ingested again (onChange: report; set `onChange: append` to append it)",
+                    t.table_name(),
+                    src.name,
+                    f.path
+                ));
+                continue;
+            }
+        };
+        let Some(format) = src.format.or(f.format) else {
+            errors.push(t.error_at(
+                &format!("{at}.uri"),
+                format!(
+                    "{}: source `{}`: cannot tell the format of {} from its extension; set `format:`",
+                    t.table_name(),
+                    src.name,
+                    f.path
+                ),
+            ));
+            continue;
+        };
+        out.push(IngestFile {
+            path: f.path.clone(),
+            location: f.location.clone(),
+            size: f.size,
+            mtime_ms: f.mtime_ms,
+            format,
+            reason: reason.into(),
+        });
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let identities: Vec<String> = out
+        .iter()
+        .map(|f| format!("{}:{}:{}", f.path, f.size, f.mtime_ms))
+        .collect();
+    let digest = Sha256::digest(identities.join("\n").as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let base = t.file.parent().unwrap_or(std::path::Path::new("."));
+    let rejects_dir = match &src.rejects {
+        Some(r) => base.join(r),
+        None => std::path::absolute(base)
+            .unwrap_or_else(|_| base.to_path_buf())
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
+            .join(".lakectl/rejects")
+            .join(t.table_name())
+            .join(&src.name),
+    };
+    Some(IngestChange {
+        table: t.table_name(),
+        manifest: t.file.clone(),
+        source: src.name.clone(),
+        change_id: format!("source:{}:{}@{hash}", t.table_name(), src.name),
+        bytes: out.iter().map(|f| f.size).sum(),
+        files: out,
+        spec: src.clone(),
+        rejects_dir,
+    })
 }
 
 fn diff_table(
@@ -293,7 +514,14 @@ fn diff_table(
     let m = &t.value;
     let desired = desired_columns(&m.spec.columns);
     let (before, has_rows, props, current_ident, actual_spec, actual_sort) = match state {
-        None => (Vec::new(), false, HashMap::new(), Vec::new(), Vec::new(), Vec::new()),
+        None => (
+            Vec::new(),
+            false,
+            HashMap::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        ),
         Some(s) => {
             let md = &s.metadata;
             let nodes = schema::nodes_of(md.current_schema());
@@ -305,7 +533,12 @@ fn diff_table(
                 .collect();
             let has_rows = md
                 .current_snapshot()
-                .and_then(|s| s.summary().additional_properties.get("total-records").cloned())
+                .and_then(|s| {
+                    s.summary()
+                        .additional_properties
+                        .get("total-records")
+                        .cloned()
+                })
                 .and_then(|v| v.parse::<i64>().ok())
                 .is_some_and(|n| n > 0);
             (
@@ -343,7 +576,8 @@ fn diff_table(
         .map(|p| {
             // Follow renames: the id's path in the new schema.
             let id = schema::paths_by_name(&before).get(p).copied();
-            id.and_then(|id| after_paths.get(&id).cloned()).unwrap_or_else(|| p.clone())
+            id.and_then(|id| after_paths.get(&id).cloned())
+                .unwrap_or_else(|| p.clone())
         })
         .collect();
     have_ident.sort();
@@ -413,7 +647,7 @@ fn diff_table(
             },
         })
         .collect();
-    let sort_order = (have_sort != want_sort).then(|| FieldsChange {
+    let sort_order = (have_sort != want_sort).then_some(FieldsChange {
         from: have_sort,
         to: want_sort,
     });
@@ -421,7 +655,12 @@ fn diff_table(
     // Properties.
     let managed_before: Vec<String> = props
         .get(MANAGED_PROPERTIES)
-        .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let set_properties: BTreeMap<String, String> = m
         .spec
@@ -446,7 +685,11 @@ fn diff_table(
         .collect();
     if let Some(p) = &partition_spec {
         for f in &p.from {
-            if !p.to.iter().any(|x| x.column == f.column && x.transform == f.transform) {
+            if !p
+                .to
+                .iter()
+                .any(|x| x.column == f.column && x.transform == f.transform)
+            {
                 destructive.push(format!("remove partition field {f}"));
             }
         }

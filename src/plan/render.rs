@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde_json::json;
 
 use super::{Change, Plan, PLAN_FORMAT_VERSION};
+use crate::ingest::files::human_size;
 
 /// ANSI styling, off unless asked for.
 #[derive(Debug, Clone, Copy)]
@@ -41,11 +42,15 @@ impl Style {
 /// The summary line: `Plan: 1 to add, 2 to change, 0 to destroy.`
 pub fn summary_line(plan: &Plan) -> String {
     let (add, change, destroy, destructive) = plan.counts();
-    let mut s = format!("Plan: {add} to add, {change} to change, {destroy} to destroy.");
+    let (files, bytes) = plan.ingest_counts();
+    let mut s = format!("Plan: {add} to add, {change} to change, {destroy} to destroy");
     if destructive > 0 {
-        s.pop();
-        let _ = write!(s, " ({destructive} destructive).");
+        let _ = write!(s, " ({destructive} destructive)");
     }
+    if files > 0 {
+        let _ = write!(s, ", {files} file(s) to ingest ({})", human_size(bytes));
+    }
+    s.push('.');
     s
 }
 
@@ -58,7 +63,12 @@ pub fn text(plan: &Plan, style: Style) -> String {
     for c in &plan.changes {
         match c {
             Change::CreateNamespace { namespace } => {
-                let _ = writeln!(out, "{} namespace {}\n", style.green("+"), style.bold(namespace));
+                let _ = writeln!(
+                    out,
+                    "{} namespace {}\n",
+                    style.green("+"),
+                    style.bold(namespace)
+                );
             }
             Change::Table(t) => {
                 let (sign, verb) = if t.create {
@@ -84,22 +94,44 @@ pub fn text(plan: &Plan, style: Style) -> String {
                     let _ = writeln!(out, "    {mark} {line}");
                 }
                 if let Some(ids) = &t.identifier_fields {
-                    let _ = writeln!(out, "    {} identifier fields: [{}]", style.yellow("~"), ids.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "    {} identifier fields: [{}]",
+                        style.yellow("~"),
+                        ids.join(", ")
+                    );
                 }
                 if let Some(p) = &t.partition_spec {
-                    let removes = t.destructive.iter().any(|d| d.starts_with("remove partition field"));
+                    let removes = t
+                        .destructive
+                        .iter()
+                        .any(|d| d.starts_with("remove partition field"));
                     let line = format!("partition by {}", p.describe());
                     if removes {
-                        let _ = writeln!(out, "    {} {}", style.red("~"), style.red(&format!("{line}  [destructive]")));
+                        let _ = writeln!(
+                            out,
+                            "    {} {}",
+                            style.red("~"),
+                            style.red(&format!("{line}  [destructive]"))
+                        );
                     } else {
                         let _ = writeln!(out, "    {} {line}", sign_for(t.create, style));
                     }
                 }
                 if let Some(s) = &t.sort_order {
-                    let _ = writeln!(out, "    {} sort by {}", sign_for(t.create, style), s.describe());
+                    let _ = writeln!(
+                        out,
+                        "    {} sort by {}",
+                        sign_for(t.create, style),
+                        s.describe()
+                    );
                 }
                 for (k, v) in &t.set_properties {
-                    let _ = writeln!(out, "    {} property {k} = {v:?}", sign_for(t.create, style));
+                    let _ = writeln!(
+                        out,
+                        "    {} property {k} = {v:?}",
+                        sign_for(t.create, style)
+                    );
                 }
                 for k in &t.remove_properties {
                     let _ = writeln!(out, "    {} property {k}", style.red("-"));
@@ -107,6 +139,33 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 if !t.create && t.schema_before != t.schema_after {
                     let _ = writeln!(out, "    {}", style.dim("schema diff:"));
                     out.push_str(&schema_diff(&t.schema_before, &t.schema_after, style));
+                }
+                out.push('\n');
+            }
+            Change::Ingest(i) => {
+                let _ = writeln!(
+                    out,
+                    "{} ingest into {} from source `{}`: {} file(s), {}  {}",
+                    style.green("+"),
+                    style.bold(&i.table),
+                    i.source,
+                    i.files.len(),
+                    human_size(i.bytes),
+                    style.dim(&format!("({})", i.manifest.display()))
+                );
+                for f in &i.files {
+                    let again = if f.reason == "changed" {
+                        ", changed: appended again"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {} ingest {} ({}{again})",
+                        style.green("+"),
+                        f.path,
+                        human_size(f.size)
+                    );
                 }
                 out.push('\n');
             }
@@ -181,10 +240,21 @@ pub fn json(plan: &Plan) -> serde_json::Value {
                 "kind": "namespace",
                 "namespace": namespace,
             }),
+            Change::Ingest(i) => {
+                let mut v = serde_json::to_value(i).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("action".into(), json!("ingest"));
+                    o.insert("kind".into(), json!("source"));
+                }
+                v
+            }
             Change::Table(t) => {
                 let mut v = serde_json::to_value(t).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
-                    o.insert("action".into(), json!(if t.create { "create" } else { "update" }));
+                    o.insert(
+                        "action".into(),
+                        json!(if t.create { "create" } else { "update" }),
+                    );
                     o.insert("kind".into(), json!("table"));
                     o.insert("items".into(), json!(t.items()));
                     o.remove("create");
@@ -201,6 +271,8 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "hints": plan.hints,
         "errors": plan.errors,
         "summary": {
+            "ingest_files": plan.ingest_counts().0,
+            "ingest_bytes": plan.ingest_counts().1,
             "add": add,
             "change": change,
             "destroy": destroy,

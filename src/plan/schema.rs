@@ -58,7 +58,12 @@ impl fmt::Display for NodeType {
 
 /// The fields of an Iceberg schema as a tree.
 pub fn nodes_of(schema: &Schema) -> Vec<Node> {
-    schema.as_struct().fields().iter().map(|f| node_of(f)).collect()
+    schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| node_of(f))
+        .collect()
 }
 
 fn node_of(f: &NestedField) -> Node {
@@ -82,7 +87,9 @@ fn node_of(f: &NestedField) -> Node {
 fn iceberg_type(t: &NodeType) -> Type {
     match t {
         NodeType::Primitive(p) => Type::Primitive(p.clone()),
-        NodeType::Struct(fields) => Type::Struct(StructType::new(fields.iter().map(field_of).collect())),
+        NodeType::Struct(fields) => {
+            Type::Struct(StructType::new(fields.iter().map(field_of).collect()))
+        }
         NodeType::List(e) => {
             let mut el = NestedField::list_element(e.id, iceberg_type(&e.ty), e.required);
             el.doc = e.doc.clone();
@@ -143,7 +150,10 @@ pub fn paths_by_name(nodes: &[Node]) -> HashMap<String, i32> {
 
 /// Field id → dotted path (through structs only).
 pub fn paths_by_id(nodes: &[Node]) -> HashMap<i32, String> {
-    paths_by_name(nodes).into_iter().map(|(k, v)| (v, k)).collect()
+    paths_by_name(nodes)
+        .into_iter()
+        .map(|(k, v)| (v, k))
+        .collect()
 }
 
 /// A desired field, read from a manifest column (or list element / map key / value).
@@ -194,17 +204,30 @@ fn desired_of(name: &str, v: TypeView<'_>, path: &str) -> Desired {
         TypeExpr::Struct => DesiredType::Struct(desired_fields(v.fields, &child(path, "fields"))),
         TypeExpr::List(None) => DesiredType::List(Box::new(match v.element {
             Some(e) => desired_of("element", e.type_view(), &child(path, "element")),
-            None => shorthand("element", &TypeExpr::Primitive(PrimitiveType::String), false, path),
+            None => shorthand(
+                "element",
+                &TypeExpr::Primitive(PrimitiveType::String),
+                false,
+                path,
+            ),
         })),
-        TypeExpr::List(Some(e)) => DesiredType::List(Box::new(shorthand("element", e, false, path))),
+        TypeExpr::List(Some(e)) => {
+            DesiredType::List(Box::new(shorthand("element", e, false, path)))
+        }
         TypeExpr::Map(None) => {
-            let part = |what: &str, f: Option<&crate::manifest::types::FieldType>, required| match f {
+            let part = |what: &str, f: Option<&crate::manifest::types::FieldType>, required| match f
+            {
                 Some(f) => {
                     let mut d = desired_of(what, f.type_view(), &child(path, what));
                     d.required |= required;
                     d
                 }
-                None => shorthand(what, &TypeExpr::Primitive(PrimitiveType::String), required, path),
+                None => shorthand(
+                    what,
+                    &TypeExpr::Primitive(PrimitiveType::String),
+                    required,
+                    path,
+                ),
             };
             DesiredType::Map(
                 Box::new(part("key", v.key, true)),
@@ -230,7 +253,9 @@ fn desired_of(name: &str, v: TypeView<'_>, path: &str) -> Desired {
 fn shorthand(name: &str, e: &TypeExpr, required: bool, path: &str) -> Desired {
     let ty = match e {
         TypeExpr::Primitive(p) => DesiredType::Primitive(p.clone()),
-        TypeExpr::List(Some(inner)) => DesiredType::List(Box::new(shorthand("element", inner, false, path))),
+        TypeExpr::List(Some(inner)) => {
+            DesiredType::List(Box::new(shorthand("element", inner, false, path)))
+        }
         TypeExpr::Map(Some((k, v))) => DesiredType::Map(
             Box::new(shorthand("key", k, true, path)),
             Box::new(shorthand("value", v, false, path)),
@@ -281,8 +306,16 @@ fn new_node(d: &Desired, next_id: &mut i32) -> Node {
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum SchemaOp {
     /// Add a field under `parent` (a struct's id; `None` = top level).
-    AddColumn { parent: Option<i32>, path: String, field: Desired },
-    RenameColumn { id: i32, from: String, to: String },
+    AddColumn {
+        parent: Option<i32>,
+        path: String,
+        field: Desired,
+    },
+    RenameColumn {
+        id: i32,
+        from: String,
+        to: String,
+    },
     PromoteType {
         id: i32,
         path: String,
@@ -291,11 +324,25 @@ pub enum SchemaOp {
         #[serde(serialize_with = "ser_prim")]
         to: PrimitiveType,
     },
-    MakeOptional { id: i32, path: String },
-    SetDoc { id: i32, path: String, doc: Option<String> },
-    DropColumn { id: i32, path: String },
+    MakeOptional {
+        id: i32,
+        path: String,
+    },
+    SetDoc {
+        id: i32,
+        path: String,
+        doc: Option<String>,
+    },
+    DropColumn {
+        id: i32,
+        path: String,
+    },
     /// Order the fields of `parent` as `names` (fields not named keep their place at the end).
-    Reorder { parent: Option<i32>, path: String, names: Vec<String> },
+    Reorder {
+        parent: Option<i32>,
+        path: String,
+        names: Vec<String>,
+    },
 }
 
 impl SchemaOp {
@@ -328,7 +375,11 @@ impl SchemaOp {
             },
             SchemaOp::DropColumn { path, .. } => format!("drop column {path}"),
             SchemaOp::Reorder { path, names, .. } => {
-                let at = if path.is_empty() { "columns".to_string() } else { format!("fields of {path}") };
+                let at = if path.is_empty() {
+                    "columns".to_string()
+                } else {
+                    format!("fields of {path}")
+                };
                 format!("reorder {at}: {}", names.join(", "))
             }
         }
@@ -353,7 +404,11 @@ pub fn desired_type_name(t: &DesiredType) -> String {
         DesiredType::Primitive(p) => primitive_name(p),
         DesiredType::Struct(_) => "struct".into(),
         DesiredType::List(e) => format!("list<{}>", desired_type_name(&e.ty)),
-        DesiredType::Map(k, v) => format!("map<{}, {}>", desired_type_name(&k.ty), desired_type_name(&v.ty)),
+        DesiredType::Map(k, v) => format!(
+            "map<{}, {}>",
+            desired_type_name(&k.ty),
+            desired_type_name(&v.ty)
+        ),
     }
 }
 
@@ -405,7 +460,14 @@ impl Differ {
     }
 
     /// Diffs the fields of one struct level.
-    fn level(&mut self, parent: Option<i32>, prefix: &str, actual: &[Node], desired: &[Desired], level_yaml: &str) {
+    fn level(
+        &mut self,
+        parent: Option<i32>,
+        prefix: &str,
+        actual: &[Node],
+        desired: &[Desired],
+        level_yaml: &str,
+    ) {
         let mut matched: Vec<(i32, String)> = Vec::new();
         let mut added: Vec<&Desired> = Vec::new();
         for d in desired {
@@ -486,7 +548,12 @@ impl Differ {
         // then added ones) against the order the manifest declares.
         let mut natural: Vec<&str> = actual
             .iter()
-            .filter_map(|a| matched.iter().find(|(id, _)| *id == a.id).map(|(_, n)| n.as_str()))
+            .filter_map(|a| {
+                matched
+                    .iter()
+                    .find(|(id, _)| *id == a.id)
+                    .map(|(_, n)| n.as_str())
+            })
             .collect();
         natural.extend(added.iter().map(|d| d.name.as_str()));
         let wanted: Vec<&str> = desired
@@ -597,7 +664,10 @@ fn desired_matches_node_type(d: &DesiredType, n: &NodeType) -> bool {
         (DesiredType::Primitive(a), NodeType::Primitive(b)) => a == b,
         (DesiredType::Struct(ds), NodeType::Struct(ns)) => {
             ds.len() == ns.len()
-                && ds.iter().zip(ns).all(|(d, n)| d.name == n.name && desired_matches_node_type(&d.ty, &n.ty))
+                && ds
+                    .iter()
+                    .zip(ns)
+                    .all(|(d, n)| d.name == n.name && desired_matches_node_type(&d.ty, &n.ty))
         }
         (DesiredType::List(d), NodeType::List(n)) => desired_matches_node_type(&d.ty, &n.ty),
         (DesiredType::Map(dk, dv), NodeType::Map(nk, nv)) => {
@@ -654,8 +724,14 @@ fn fields_mut(nodes: &mut Vec<Node>, parent: Option<i32>) -> Result<&mut Vec<Nod
     match parent {
         None => Ok(nodes),
         Some(id) => match find_mut(nodes, id) {
-            Some(Node { ty: NodeType::Struct(fields), .. }) => Ok(fields),
-            Some(n) => Err(format!("field id {id} (`{}`) is no longer a struct", n.name)),
+            Some(Node {
+                ty: NodeType::Struct(fields),
+                ..
+            }) => Ok(fields),
+            Some(n) => Err(format!(
+                "field id {id} (`{}`) is no longer a struct",
+                n.name
+            )),
             None => Err(format!("field id {id} no longer exists")),
         },
     }
@@ -682,41 +758,69 @@ fn remove(nodes: &mut Vec<Node>, id: i32) -> bool {
 
 /// Replays `ops` on `nodes`. New fields get ids after `last_column_id`; returns the new
 /// tree and the new last column id. An op that no longer fits is an `Err` saying why.
-pub fn apply_ops(mut nodes: Vec<Node>, ops: &[SchemaOp], mut last_column_id: i32) -> Result<(Vec<Node>, i32), String> {
+pub fn apply_ops(
+    mut nodes: Vec<Node>,
+    ops: &[SchemaOp],
+    mut last_column_id: i32,
+) -> Result<(Vec<Node>, i32), String> {
     for op in ops {
         match op {
-            SchemaOp::AddColumn { parent, path, field } => {
+            SchemaOp::AddColumn {
+                parent,
+                path,
+                field,
+            } => {
                 let level = fields_mut(&mut nodes, *parent)?;
                 if level.iter().any(|n| n.name == field.name) {
-                    return Err(format!("cannot add `{path}`: a field with that name exists now"));
+                    return Err(format!(
+                        "cannot add `{path}`: a field with that name exists now"
+                    ));
                 }
                 let node = new_node(field, &mut last_column_id);
                 level.push(node);
             }
             SchemaOp::RenameColumn { id, from, to } => {
                 let new_name = to.rsplit('.').next().unwrap_or(to).to_string();
-                let n = find_mut(&mut nodes, *id).ok_or_else(|| format!("cannot rename `{from}`: field id {id} no longer exists"))?;
+                let n = find_mut(&mut nodes, *id).ok_or_else(|| {
+                    format!("cannot rename `{from}`: field id {id} no longer exists")
+                })?;
                 let old_name = from.rsplit('.').next().unwrap_or(from);
                 if n.name != old_name {
-                    return Err(format!("cannot rename `{from}`: field id {id} is now called `{}`", n.name));
+                    return Err(format!(
+                        "cannot rename `{from}`: field id {id} is now called `{}`",
+                        n.name
+                    ));
                 }
                 n.name = new_name;
             }
             SchemaOp::PromoteType { id, path, from, to } => {
-                let n = find_mut(&mut nodes, *id).ok_or_else(|| format!("cannot widen `{path}`: field id {id} no longer exists"))?;
+                let n = find_mut(&mut nodes, *id).ok_or_else(|| {
+                    format!("cannot widen `{path}`: field id {id} no longer exists")
+                })?;
                 match &n.ty {
-                    NodeType::Primitive(p) if p == from || p == to => n.ty = NodeType::Primitive(to.clone()),
-                    other => return Err(format!("cannot widen `{path}`: it is {other} now, not {}", primitive_name(from))),
+                    NodeType::Primitive(p) if p == from || p == to => {
+                        n.ty = NodeType::Primitive(to.clone())
+                    }
+                    other => {
+                        return Err(format!(
+                            "cannot widen `{path}`: it is {other} now, not {}",
+                            primitive_name(from)
+                        ))
+                    }
                 }
             }
             SchemaOp::MakeOptional { id, path } => {
                 find_mut(&mut nodes, *id)
-                    .ok_or_else(|| format!("cannot make `{path}` optional: field id {id} no longer exists"))?
+                    .ok_or_else(|| {
+                        format!("cannot make `{path}` optional: field id {id} no longer exists")
+                    })?
                     .required = false;
             }
             SchemaOp::SetDoc { id, path, doc } => {
                 find_mut(&mut nodes, *id)
-                    .ok_or_else(|| format!("cannot set the doc of `{path}`: field id {id} no longer exists"))?
+                    .ok_or_else(|| {
+                        format!("cannot set the doc of `{path}`: field id {id} no longer exists")
+                    })?
                     .doc = doc.clone();
             }
             SchemaOp::DropColumn { id, .. } => {
@@ -725,7 +829,12 @@ pub fn apply_ops(mut nodes: Vec<Node>, ops: &[SchemaOp], mut last_column_id: i32
             }
             SchemaOp::Reorder { parent, names, .. } => {
                 let level = fields_mut(&mut nodes, *parent)?;
-                level.sort_by_key(|n| names.iter().position(|x| x == &n.name).unwrap_or(usize::MAX));
+                level.sort_by_key(|n| {
+                    names
+                        .iter()
+                        .position(|x| x == &n.name)
+                        .unwrap_or(usize::MAX)
+                });
             }
         }
     }
@@ -741,8 +850,17 @@ pub fn render_lines(nodes: &[Node]) -> Vec<String> {
     }
     fn line(n: &Node, name: &str, depth: usize, out: &mut Vec<String>) {
         let req = if n.required { "required" } else { "optional" };
-        let doc = n.doc.as_ref().map(|d| format!("  -- {d}")).unwrap_or_default();
-        out.push(format!("{}{name}: {} {req} (id {}){doc}", "  ".repeat(depth), n.ty, n.id));
+        let doc = n
+            .doc
+            .as_ref()
+            .map(|d| format!("  -- {d}"))
+            .unwrap_or_default();
+        out.push(format!(
+            "{}{name}: {} {req} (id {}){doc}",
+            "  ".repeat(depth),
+            n.ty,
+            n.id
+        ));
         match &n.ty {
             NodeType::Struct(fields) => walk(fields, depth + 1, out),
             NodeType::List(e) => nested(e, "element", depth + 1, out),
@@ -768,7 +886,13 @@ mod tests {
     use super::*;
 
     fn prim(id: i32, name: &str, p: PrimitiveType) -> Node {
-        Node { id, name: name.into(), required: false, doc: None, ty: NodeType::Primitive(p) }
+        Node {
+            id,
+            name: name.into(),
+            required: false,
+            doc: None,
+            ty: NodeType::Primitive(p),
+        }
     }
 
     fn want(name: &str, p: PrimitiveType) -> Desired {
@@ -787,8 +911,29 @@ mod tests {
         use PrimitiveType::*;
         assert!(promotion(&Int, &Long).is_ok());
         assert!(promotion(&Float, &Double).is_ok());
-        assert!(promotion(&Decimal { precision: 10, scale: 2 }, &Decimal { precision: 12, scale: 2 }).is_ok());
-        assert!(promotion(&Decimal { precision: 10, scale: 2 }, &Decimal { precision: 12, scale: 3 }).unwrap_err().contains("scale"));
+        assert!(promotion(
+            &Decimal {
+                precision: 10,
+                scale: 2
+            },
+            &Decimal {
+                precision: 12,
+                scale: 2
+            }
+        )
+        .is_ok());
+        assert!(promotion(
+            &Decimal {
+                precision: 10,
+                scale: 2
+            },
+            &Decimal {
+                precision: 12,
+                scale: 3
+            }
+        )
+        .unwrap_err()
+        .contains("scale"));
         assert!(promotion(&Long, &Int).unwrap_err().contains("narrowing"));
         assert!(promotion(&String, &Int).unwrap_err().contains("int → long"));
     }
@@ -796,10 +941,20 @@ mod tests {
     #[test]
     fn ops_replay_on_a_newer_schema_keep_the_other_writers_column() {
         let base = vec![prim(1, "id", PrimitiveType::Long)];
-        let mine = diff(&base, &[want("id", PrimitiveType::Long), want("email", PrimitiveType::String)], false);
+        let mine = diff(
+            &base,
+            &[
+                want("id", PrimitiveType::Long),
+                want("email", PrimitiveType::String),
+            ],
+            false,
+        );
         assert_eq!(mine.ops.len(), 1);
         // Meanwhile another writer added `phone` (id 2).
-        let theirs = vec![prim(1, "id", PrimitiveType::Long), prim(2, "phone", PrimitiveType::String)];
+        let theirs = vec![
+            prim(1, "id", PrimitiveType::Long),
+            prim(2, "phone", PrimitiveType::String),
+        ];
         let (after, last) = apply_ops(theirs, &mine.ops, 2).unwrap();
         let names: Vec<_> = after.iter().map(|n| (n.name.as_str(), n.id)).collect();
         assert_eq!(names, vec![("id", 1), ("phone", 2), ("email", 3)]);
@@ -812,7 +967,14 @@ mod tests {
         let mut d = want("full_name", PrimitiveType::String);
         d.renamed_from = Some("name".into());
         let first = diff(&base, std::slice::from_ref(&d), false);
-        assert_eq!(first.ops, vec![SchemaOp::RenameColumn { id: 1, from: "name".into(), to: "full_name".into() }]);
+        assert_eq!(
+            first.ops,
+            vec![SchemaOp::RenameColumn {
+                id: 1,
+                from: "name".into(),
+                to: "full_name".into()
+            }]
+        );
         let (after, _) = apply_ops(base, &first.ops, 1).unwrap();
         assert_eq!(after[0].id, 1);
         assert!(diff(&after, &[d], false).ops.is_empty());

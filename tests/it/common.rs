@@ -78,7 +78,10 @@ impl Project {
             .expect("catalog exists");
         let (ns, t) = name.split_once('.').expect("ns.table");
         let ident = iceberg::TableIdent::new(iceberg::NamespaceIdent::new(ns.into()), t.into());
-        lake.load_table(&ident).await.expect("load").expect("table exists")
+        lake.load_table(&ident)
+            .await
+            .expect("load")
+            .expect("table exists")
     }
 
     /// What PyIceberg sees of the table (tests/oracle/describe_table.py).
@@ -102,7 +105,9 @@ pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("LAKECTL_PYTHON") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let p = home.join(".cache/lakectl-venv/bin/python");
     assert!(
         p.exists(),
@@ -121,15 +126,29 @@ pub fn shared_dir() -> PathBuf {
 
 /// Runs a Python script of the reader env; panics with its output when it fails.
 pub fn py(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(python()).args(args).output().expect("run python");
-    assert!(out.status.success(), "python {:?} failed:\n{}", args, text(&out));
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python {:?} failed:\n{}",
+        args,
+        text(&out)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 pub fn inspect(db: &Path, catalog: &str, table: &str) -> serde_json::Value {
     let script = oracle_dir().join("describe_table.py");
-    let out = py(&[script.as_os_str(), db.as_os_str(), catalog.as_ref(), table.as_ref()]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("describe_table.py printed no JSON ({e}):\n{out}"))
+    let out = py(&[
+        script.as_os_str(),
+        db.as_os_str(),
+        catalog.as_ref(),
+        table.as_ref(),
+    ]);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("describe_table.py printed no JSON ({e}):\n{out}"))
 }
 
 /// `../shared/oracle/read.py`: PyIceberg and DuckDB read every snapshot; exit 1 when

@@ -33,12 +33,24 @@ async fn two_processes_commit_to_one_table_and_both_changes_land() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let base = checkout(root, "base", &table("", "owner: base"));
-    let out = Command::new(LAKECTL).arg("apply").arg(&base).output().unwrap();
+    let out = Command::new(LAKECTL)
+        .arg("apply")
+        .arg(&base)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
     // Two checkouts of the manifests, each adding its own column and property.
-    let a = checkout(root, "a", &table("    - name: a\n      type: string\n", "pa: \"1\""));
-    let b = checkout(root, "b", &table("    - name: b\n      type: int\n", "pb: \"2\""));
+    let a = checkout(
+        root,
+        "a",
+        &table("    - name: a\n      type: string\n", "pa: \"1\""),
+    );
+    let b = checkout(
+        root,
+        "b",
+        &table("    - name: b\n      type: int\n", "pb: \"2\""),
+    );
     // Both plan on the same state, then hold 1.5 s before committing: the commits race.
     let spawn = |dir: &Path| {
         Command::new(LAKECTL)
@@ -52,36 +64,59 @@ async fn two_processes_commit_to_one_table_and_both_changes_land() {
             .unwrap()
     };
     let (pa, pb) = (spawn(&a), spawn(&b));
-    let (oa, ob) = (pa.wait_with_output().unwrap(), pb.wait_with_output().unwrap());
+    let (oa, ob) = (
+        pa.wait_with_output().unwrap(),
+        pb.wait_with_output().unwrap(),
+    );
     assert!(oa.status.success(), "a failed:\n{}", text(&oa));
     assert!(ob.status.success(), "b failed:\n{}", text(&ob));
     let logs = format!("{}{}", text(&oa), text(&ob));
-    assert!(logs.contains("commit conflict"), "the commits did not race (no conflict seen):\n{logs}");
+    assert!(
+        logs.contains("commit conflict"),
+        "the commits did not race (no conflict seen):\n{logs}"
+    );
 
     let set = lakectl::manifest::ManifestSet::load_valid(&a).unwrap();
-    let lake = lakectl::lake::Lake::open_existing(set.lake_config().unwrap()).await.unwrap().unwrap();
+    let lake = lakectl::lake::Lake::open_existing(set.lake_config().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let ident = iceberg::TableIdent::from_strs(["app", "events"]).unwrap();
     let md = lake.load_table(&ident).await.unwrap().unwrap().metadata;
     let s = md.current_schema();
     assert!(s.field_by_name("a").is_some(), "column a lost: {s:?}");
     assert!(s.field_by_name("b").is_some(), "column b lost: {s:?}");
-    assert_ne!(s.field_by_name("a").unwrap().id, s.field_by_name("b").unwrap().id);
+    assert_ne!(
+        s.field_by_name("a").unwrap().id,
+        s.field_by_name("b").unwrap().id
+    );
     assert_eq!(md.properties().get("pa").map(String::as_str), Some("1"));
     assert_eq!(md.properties().get("pb").map(String::as_str), Some("2"));
     // Three snapshots in one chain: create, then one per writer.
     let chain = lakectl::lake::ledger::ancestry(&md);
     assert_eq!(chain.len(), 3, "{chain:?}");
-    assert_eq!(md.snapshots().count(), 3, "an orphan snapshot was committed");
+    assert_eq!(
+        md.snapshots().count(),
+        3,
+        "an orphan snapshot was committed"
+    );
 }
 
 #[tokio::test]
 async fn a_commit_with_stale_requirements_is_a_conflict_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = checkout(tmp.path(), "x", &table("", "owner: x"));
-    let out = Command::new(LAKECTL).arg("apply").arg(&dir).output().unwrap();
+    let out = Command::new(LAKECTL)
+        .arg("apply")
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let set = lakectl::manifest::ManifestSet::load_valid(&dir).unwrap();
-    let lake = lakectl::lake::Lake::open_existing(set.lake_config().unwrap()).await.unwrap().unwrap();
+    let lake = lakectl::lake::Lake::open_existing(set.lake_config().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let ident = iceberg::TableIdent::from_strs(["app", "events"]).unwrap();
     let before = lake.load_table(&ident).await.unwrap().unwrap();
     let stale = iceberg::TableRequirement::CurrentSchemaIdMatch {
@@ -91,10 +126,15 @@ async fn a_commit_with_stale_requirements_is_a_conflict_and_changes_nothing() {
         .commit(
             &ident,
             &[stale],
-            vec![iceberg::TableUpdate::SetProperties { updates: [("k".to_string(), "v".to_string())].into() }],
+            vec![iceberg::TableUpdate::SetProperties {
+                updates: [("k".to_string(), "v".to_string())].into(),
+            }],
         )
         .await;
-    assert!(matches!(r, Err(lakectl::lake::CommitError::Conflict(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(lakectl::lake::CommitError::Conflict(_))),
+        "{r:?}"
+    );
     let after = lake.load_table(&ident).await.unwrap().unwrap();
     assert_eq!(after.metadata_location, before.metadata_location);
     assert!(!after.metadata.properties().contains_key("k"));

@@ -19,7 +19,12 @@ fn corpus() -> Vec<(PathBuf, usize, usize, String)> {
     files
         .into_iter()
         .map(|f| {
-            let first = std::fs::read_to_string(&f).unwrap().lines().next().unwrap_or_default().to_string();
+            let first = std::fs::read_to_string(&f)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
             let rest = first
                 .strip_prefix("# expect: ")
                 .unwrap_or_else(|| panic!("{} lacks `# expect: LINE:COL: TEXT`", f.display()));
@@ -35,19 +40,32 @@ fn corpus() -> Vec<(PathBuf, usize, usize, String)> {
 #[test]
 fn every_bad_manifest_reports_its_error_at_its_location() {
     let cases = corpus();
-    assert!(cases.len() >= 15, "the corpus has only {} files", cases.len());
+    assert!(
+        cases.len() >= 15,
+        "the corpus has only {} files",
+        cases.len()
+    );
     for (file, line, col, want) in cases {
         let errors = match ManifestSet::load_valid(&file) {
             Ok(_) => panic!("{} was accepted", file.display()),
             Err(d) => d.0,
         };
         assert!(
-            errors.iter().any(|e| e.line == line && e.column == col && e.message.contains(&want)),
+            errors
+                .iter()
+                .any(|e| e.line == line && e.column == col && e.message.contains(&want)),
             "{}: expected {line}:{col}: …{want}…, got:\n{}",
             file.display(),
-            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
-        assert!(errors.iter().all(|e| e.file == file), "errors name another file: {errors:?}");
+        assert!(
+            errors.iter().all(|e| e.file == file),
+            "errors name another file: {errors:?}"
+        );
     }
 }
 
@@ -69,9 +87,21 @@ fn no_bad_manifest_changes_the_catalog() {
         let name = file.file_name().unwrap().to_str().unwrap().to_string();
         std::fs::copy(&file, p.manifests().join(&name)).unwrap();
         let out = p.run(&["apply", "manifests"]);
-        assert_eq!(out.status.code(), Some(1), "{name}: apply did not fail:\n{}", text(&out));
-        assert!(text(&out).contains(&name), "{name}: the error does not name the file:\n{}", text(&out));
-        assert!(snapshot_of_lakehouse() == before, "{name} changed the lakehouse");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: apply did not fail:\n{}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains(&name),
+            "{name}: the error does not name the file:\n{}",
+            text(&out)
+        );
+        assert!(
+            snapshot_of_lakehouse() == before,
+            "{name} changed the lakehouse"
+        );
         std::fs::remove_file(p.manifests().join(&name)).unwrap();
     }
 }

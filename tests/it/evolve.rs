@@ -53,7 +53,13 @@ fn id_of(md: &TableMetadata, path: &str) -> i32 {
 }
 
 fn prim(md: &TableMetadata, path: &str) -> PrimitiveType {
-    match md.current_schema().field_by_name(path).expect(path).field_type.as_ref() {
+    match md
+        .current_schema()
+        .field_by_name(path)
+        .expect(path)
+        .field_type
+        .as_ref()
+    {
         Type::Primitive(p) => p.clone(),
         other => panic!("{path} is {other}"),
     }
@@ -90,8 +96,14 @@ async fn create_table_commits_schema_spec_sort_properties_and_annotation() {
     let (code, plan) = p.plan();
     assert_eq!(code, 2, "{plan}");
     assert!(plan.contains("+ namespace shop"), "{plan}");
-    assert!(plan.contains("+ table shop.orders will be created"), "{plan}");
-    assert!(plan.contains("Plan: 2 to add, 0 to change, 0 to destroy."), "{plan}");
+    assert!(
+        plan.contains("+ table shop.orders will be created"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("Plan: 2 to add, 0 to change, 0 to destroy."),
+        "{plan}"
+    );
     assert!(!p.catalog_db().exists(), "plan must not create the catalog");
 
     p.apply_converges();
@@ -99,8 +111,21 @@ async fn create_table_commits_schema_spec_sort_properties_and_annotation() {
     let s = md.current_schema();
     // Every field has a distinct id, and the types and docs are as declared.
     let ids: Vec<i32> = [
-        "id", "ts", "qty", "price", "amount", "name", "customer", "customer.id", "lines",
-        "lines.element", "lines.element.sku", "attrs", "attrs.key", "attrs.value", "attrs.value.v",
+        "id",
+        "ts",
+        "qty",
+        "price",
+        "amount",
+        "name",
+        "customer",
+        "customer.id",
+        "lines",
+        "lines.element",
+        "lines.element.sku",
+        "attrs",
+        "attrs.key",
+        "attrs.value",
+        "attrs.value.v",
     ]
     .iter()
     .map(|p| id_of(&md, p))
@@ -110,13 +135,22 @@ async fn create_table_commits_schema_spec_sort_properties_and_annotation() {
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "field ids are not unique: {ids:?}");
     assert_eq!(md.last_column_id(), *unique.last().unwrap());
-    assert_eq!(prim(&md, "amount"), PrimitiveType::Decimal { precision: 10, scale: 2 });
+    assert_eq!(
+        prim(&md, "amount"),
+        PrimitiveType::Decimal {
+            precision: 10,
+            scale: 2
+        }
+    );
     assert_eq!(prim(&md, "ts"), PrimitiveType::Timestamptz);
     let id_field = s.field_by_name("id").unwrap();
     assert!(id_field.required);
     assert_eq!(id_field.doc.as_deref(), Some("Order id"));
     assert!(!s.field_by_name("qty").unwrap().required);
-    assert_eq!(s.identifier_field_ids().collect::<Vec<_>>(), vec![id_of(&md, "id")]);
+    assert_eq!(
+        s.identifier_field_ids().collect::<Vec<_>>(),
+        vec![id_of(&md, "id")]
+    );
 
     let spec = md.default_partition_spec();
     let parts: Vec<(i32, Transform, &str)> = spec
@@ -136,7 +170,12 @@ async fn create_table_commits_schema_spec_sort_properties_and_annotation() {
     assert_eq!(sort.fields[0].source_id, id_of(&md, "ts"));
     assert_eq!(sort.fields[0].direction, SortDirection::Descending);
     assert_eq!(sort.fields[0].null_order, NullOrder::Last);
-    assert_eq!(md.properties().get("write.target-file-size-bytes").map(String::as_str), Some("1048576"));
+    assert_eq!(
+        md.properties()
+            .get("write.target-file-size-bytes")
+            .map(String::as_str),
+        Some("1048576")
+    );
 
     // The create is one snapshot carrying the ledger annotation.
     assert_eq!(md.snapshots().count(), 1);
@@ -145,7 +184,10 @@ async fn create_table_commits_schema_spec_sort_properties_and_annotation() {
     assert!(summary(&md, "lakectl.manifest").ends_with("orders.yaml"));
     assert_eq!(summary(&md, "lakectl.version"), env!("CARGO_PKG_VERSION"));
     assert_eq!(summary(&md, "total-records"), "0");
-    assert_eq!(md.current_snapshot().unwrap().schema_id(), Some(md.current_schema_id()));
+    assert_eq!(
+        md.current_snapshot().unwrap().schema_id(),
+        Some(md.current_schema_id())
+    );
 }
 
 #[tokio::test]
@@ -184,41 +226,74 @@ async fn add_columns_top_level_and_inside_struct_list_and_map() {
     p.apply_converges();
     let md = p.table("shop.orders").await.metadata;
     // Old ids are kept, new ones come after the old last id.
-    for path in ["id", "customer", "customer.id", "lines.element.sku", "attrs.value.v"] {
+    for path in [
+        "id",
+        "customer",
+        "customer.id",
+        "lines.element.sku",
+        "attrs.value.v",
+    ] {
         assert_eq!(id_of(&md, path), id_of(&before, path), "{path} changed id");
     }
-    let mut new_ids: Vec<i32> = ["customer.email", "lines.element.units", "attrs.value.w", "note"]
-        .iter()
-        .map(|p| id_of(&md, p))
-        .collect();
+    let mut new_ids: Vec<i32> = [
+        "customer.email",
+        "lines.element.units",
+        "attrs.value.w",
+        "note",
+    ]
+    .iter()
+    .map(|p| id_of(&md, p))
+    .collect();
     new_ids.sort();
     assert_eq!(new_ids, vec![last + 1, last + 2, last + 3, last + 4]);
     assert_eq!(
-        md.current_schema().field_by_name("customer.email").unwrap().doc.as_deref(),
+        md.current_schema()
+            .field_by_name("customer.email")
+            .unwrap()
+            .doc
+            .as_deref(),
         Some("Contact")
     );
     assert_eq!(md.current_schema_id(), before.current_schema_id() + 1);
     assert_eq!(summary(&md, "lakectl.change"), "update-table");
     assert!(summary(&md, "lakectl.details").contains("add column note: string"));
-    assert_eq!(md.current_snapshot().unwrap().schema_id(), Some(md.current_schema_id()));
-    assert_eq!(md.current_snapshot().unwrap().parent_snapshot_id(), before.current_snapshot_id());
+    assert_eq!(
+        md.current_snapshot().unwrap().schema_id(),
+        Some(md.current_schema_id())
+    );
+    assert_eq!(
+        md.current_snapshot().unwrap().parent_snapshot_id(),
+        before.current_snapshot_id()
+    );
 }
 
 #[tokio::test]
 async fn rename_keeps_the_field_id() {
     let (p, before) = base_project().await;
     let renamed = BASE
-        .replace("    - name: name\n      type: string\n", "    - name: full_name\n      renamedFrom: name\n      type: string\n")
-        .replace("          - name: sku\n", "          - name: item_code\n            renamedFrom: sku\n");
+        .replace(
+            "    - name: name\n      type: string\n",
+            "    - name: full_name\n      renamedFrom: name\n      type: string\n",
+        )
+        .replace(
+            "          - name: sku\n",
+            "          - name: item_code\n            renamedFrom: sku\n",
+        );
     p.write("orders.yaml", &orders(&renamed));
     let (code, plan) = p.plan();
     assert_eq!(code, 2, "{plan}");
     assert!(plan.contains("rename column name → full_name"), "{plan}");
-    assert!(plan.contains("rename column lines.element.sku → lines.element.item_code"), "{plan}");
+    assert!(
+        plan.contains("rename column lines.element.sku → lines.element.item_code"),
+        "{plan}"
+    );
     p.apply_converges();
     let md = p.table("shop.orders").await.metadata;
     assert_eq!(id_of(&md, "full_name"), id_of(&before, "name"));
-    assert_eq!(id_of(&md, "lines.element.item_code"), id_of(&before, "lines.element.sku"));
+    assert_eq!(
+        id_of(&md, "lines.element.item_code"),
+        id_of(&before, "lines.element.sku")
+    );
     assert!(md.current_schema().field_by_name("name").is_none());
     assert_eq!(md.last_column_id(), before.last_column_id());
 }
@@ -228,18 +303,33 @@ async fn type_promotions_allowed_by_the_spec() {
     let (p, before) = base_project().await;
     let widened = BASE
         .replace("type: int\n", "type: long\n")
-        .replace("    - name: price\n      type: float\n", "    - name: price\n      type: double\n")
+        .replace(
+            "    - name: price\n      type: float\n",
+            "    - name: price\n      type: double\n",
+        )
         .replace("decimal(10, 2)", "decimal(18, 2)");
     p.write("orders.yaml", &orders(&widened));
     let (_, plan) = p.plan();
     assert!(plan.contains("widen column qty: int → long"), "{plan}");
-    assert!(plan.contains("widen column price: float → double"), "{plan}");
-    assert!(plan.contains("widen column amount: decimal(10, 2) → decimal(18, 2)"), "{plan}");
+    assert!(
+        plan.contains("widen column price: float → double"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("widen column amount: decimal(10, 2) → decimal(18, 2)"),
+        "{plan}"
+    );
     p.apply_converges();
     let md = p.table("shop.orders").await.metadata;
     assert_eq!(prim(&md, "qty"), PrimitiveType::Long);
     assert_eq!(prim(&md, "price"), PrimitiveType::Double);
-    assert_eq!(prim(&md, "amount"), PrimitiveType::Decimal { precision: 18, scale: 2 });
+    assert_eq!(
+        prim(&md, "amount"),
+        PrimitiveType::Decimal {
+            precision: 18,
+            scale: 2
+        }
+    );
     assert_eq!(id_of(&md, "qty"), id_of(&before, "qty"));
 }
 
@@ -263,10 +353,17 @@ async fn forbidden_changes_are_refused_with_the_rule_and_commit_nothing() {
         let (code, plan) = p.plan();
         assert_eq!(code, 1, "plan must fail for `{rule}`:\n{plan}");
         assert!(plan.contains(rule), "plan does not name `{rule}`:\n{plan}");
-        assert!(plan.contains(location), "plan does not point at {location}:\n{plan}");
+        assert!(
+            plan.contains(location),
+            "plan does not point at {location}:\n{plan}"
+        );
         let out = p.run(&["apply", "manifests"]);
         assert_eq!(out.status.code(), Some(1), "apply must fail for `{rule}`");
-        assert_eq!(p.table("shop.orders").await.metadata_location, before, "`{rule}` committed something");
+        assert_eq!(
+            p.table("shop.orders").await.metadata_location,
+            before,
+            "`{rule}` committed something"
+        );
     }
 }
 
@@ -274,7 +371,10 @@ async fn forbidden_changes_are_refused_with_the_rule_and_commit_nothing() {
 async fn required_to_optional_and_docs() {
     let (p, _) = base_project().await;
     let relaxed = BASE
-        .replace("    - name: name\n      type: string\n      required: true\n", "    - name: name\n      type: string\n      doc: Display name\n")
+        .replace(
+            "    - name: name\n      type: string\n      required: true\n",
+            "    - name: name\n      type: string\n      doc: Display name\n",
+        )
         .replace("      doc: Order id\n", "");
     p.write("orders.yaml", &orders(&relaxed));
     let (_, plan) = p.plan();
@@ -285,7 +385,10 @@ async fn required_to_optional_and_docs() {
     let md = p.table("shop.orders").await.metadata;
     let s = md.current_schema();
     assert!(!s.field_by_name("name").unwrap().required);
-    assert_eq!(s.field_by_name("name").unwrap().doc.as_deref(), Some("Display name"));
+    assert_eq!(
+        s.field_by_name("name").unwrap().doc.as_deref(),
+        Some("Display name")
+    );
     assert_eq!(s.field_by_name("id").unwrap().doc, None);
 }
 
@@ -301,22 +404,35 @@ async fn drop_needs_allow_destructive() {
     assert!(plan.contains("(1 destructive)"), "{plan}");
     let out = p.run(&["apply", "manifests"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(p.table("shop.orders").await.metadata.current_schema_id(), before.current_schema_id());
+    assert_eq!(
+        p.table("shop.orders").await.metadata.current_schema_id(),
+        before.current_schema_id()
+    );
 
-    p.write("orders.yaml", &orders(&format!("{dropped}  policy:\n    allowDestructive: true\n")));
+    p.write(
+        "orders.yaml",
+        &orders(&format!("{dropped}  policy:\n    allowDestructive: true\n")),
+    );
     let (code, plan) = p.plan();
     assert_eq!(code, 2, "{plan}");
     p.apply_converges();
     let md = p.table("shop.orders").await.metadata;
     assert!(md.current_schema().field_by_name("price").is_none());
     // The old schema is kept in the metadata (old data files still name the field).
-    assert!(md.schema_by_id(before.current_schema_id()).unwrap().field_by_name("price").is_some());
+    assert!(md
+        .schema_by_id(before.current_schema_id())
+        .unwrap()
+        .field_by_name("price")
+        .is_some());
 }
 
 #[tokio::test]
 async fn drop_and_add_of_the_same_type_suggests_renamed_from() {
     let (p, _) = base_project().await;
-    let swapped = BASE.replace("    - name: name\n      type: string\n", "    - name: title\n      type: string\n");
+    let swapped = BASE.replace(
+        "    - name: name\n      type: string\n",
+        "    - name: title\n      type: string\n",
+    );
     p.write("orders.yaml", &orders(&swapped));
     let (_, plan) = p.plan();
     assert!(
@@ -329,14 +445,25 @@ async fn drop_and_add_of_the_same_type_suggests_renamed_from() {
 async fn partition_spec_evolution() {
     let (p, before) = base_project().await;
     assert!(before.default_partition_spec().is_unpartitioned());
-    p.write("orders.yaml", &orders(&format!("{BASE}  partitioning:\n    - column: ts\n      transform: month\n")));
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{BASE}  partitioning:\n    - column: ts\n      transform: month\n"
+        )),
+    );
     let (_, plan) = p.plan();
     assert!(plan.contains("partition by month(ts)"), "{plan}");
     p.apply_converges();
     let md1 = p.table("shop.orders").await.metadata;
     let f = &md1.default_partition_spec().fields()[0];
-    assert_eq!((f.source_id, f.transform, f.name.as_str()), (id_of(&md1, "ts"), Transform::Month, "ts_month"));
-    assert_ne!(md1.default_partition_spec_id(), before.default_partition_spec_id());
+    assert_eq!(
+        (f.source_id, f.transform, f.name.as_str()),
+        (id_of(&md1, "ts"), Transform::Month, "ts_month")
+    );
+    assert_ne!(
+        md1.default_partition_spec_id(),
+        before.default_partition_spec_id()
+    );
 
     // Adding a field keeps the old one's field id.
     p.write(
@@ -348,14 +475,25 @@ async fn partition_spec_evolution() {
     let fields = md2.default_partition_spec().fields();
     assert_eq!(fields.len(), 2);
     assert_eq!(fields[0].field_id, f.field_id);
-    assert_eq!((fields[1].source_id, fields[1].transform), (id_of(&md2, "customer.id"), Transform::Bucket(4)));
+    assert_eq!(
+        (fields[1].source_id, fields[1].transform),
+        (id_of(&md2, "customer.id"), Transform::Bucket(4))
+    );
     assert_eq!(fields[1].name, "customer_id_bucket");
 
     // Removing a field is destructive.
-    p.write("orders.yaml", &orders(&format!("{BASE}  partitioning:\n    - column: ts\n      transform: month\n")));
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{BASE}  partitioning:\n    - column: ts\n      transform: month\n"
+        )),
+    );
     let (code, plan) = p.plan();
     assert_eq!(code, 1, "{plan}");
-    assert!(plan.contains("remove partition field bucket[4](customer.id)"), "{plan}");
+    assert!(
+        plan.contains("remove partition field bucket[4](customer.id)"),
+        "{plan}"
+    );
     p.write(
         "orders.yaml",
         &orders(&format!("{BASE}  partitioning:\n    - column: ts\n      transform: month\n  policy:\n    allowDestructive: true\n")),
@@ -375,16 +513,27 @@ async fn sort_order_change() {
         &orders(&format!("{BASE}  sortOrder:\n    - column: ts\n    - column: qty\n      direction: desc\n      nulls: first\n")),
     );
     let (_, plan) = p.plan();
-    assert!(plan.contains("sort by ts asc nulls first, qty desc nulls first"), "{plan}");
+    assert!(
+        plan.contains("sort by ts asc nulls first, qty desc nulls first"),
+        "{plan}"
+    );
     p.apply_converges();
     let md = p.table("shop.orders").await.metadata;
     let order = md.default_sort_order();
-    let got: Vec<_> = order.fields.iter().map(|f| (f.source_id, f.direction, f.null_order)).collect();
+    let got: Vec<_> = order
+        .fields
+        .iter()
+        .map(|f| (f.source_id, f.direction, f.null_order))
+        .collect();
     assert_eq!(
         got,
         vec![
             (id_of(&md, "ts"), SortDirection::Ascending, NullOrder::First),
-            (id_of(&md, "qty"), SortDirection::Descending, NullOrder::First)
+            (
+                id_of(&md, "qty"),
+                SortDirection::Descending,
+                NullOrder::First
+            )
         ]
     );
     assert_ne!(md.default_sort_order_id(), 0);
@@ -393,12 +542,20 @@ async fn sort_order_change() {
 #[tokio::test]
 async fn properties_set_and_remove_only_what_lakectl_manages() {
     let p = Project::new();
-    p.write("orders.yaml", &orders(&format!("{BASE}  properties:\n    a: \"1\"\n    b: \"2\"\n")));
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{BASE}  properties:\n    a: \"1\"\n    b: \"2\"\n"
+        )),
+    );
     p.apply_converges();
     // Another writer sets its own property.
     let st = p.table("shop.orders").await;
     let lake = lakectl::lake::Lake::open_existing(
-        lakectl::manifest::ManifestSet::load_valid(&p.manifests()).unwrap().lake_config().unwrap(),
+        lakectl::manifest::ManifestSet::load_valid(&p.manifests())
+            .unwrap()
+            .lake_config()
+            .unwrap(),
     )
     .await
     .unwrap()
@@ -413,7 +570,12 @@ async fn properties_set_and_remove_only_what_lakectl_manages() {
     .await
     .unwrap();
 
-    p.write("orders.yaml", &orders(&format!("{BASE}  properties:\n    a: \"10\"\n    c: \"3\"\n")));
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{BASE}  properties:\n    a: \"10\"\n    c: \"3\"\n"
+        )),
+    );
     let (code, plan) = p.plan();
     assert_eq!(code, 2, "{plan}");
     assert!(plan.contains("~ property a = \"10\""), "{plan}");
@@ -426,13 +588,19 @@ async fn properties_set_and_remove_only_what_lakectl_manages() {
     assert_eq!(props.get("c").map(String::as_str), Some("3"));
     assert!(!props.contains_key("b"));
     assert_eq!(props.get("other.owner").map(String::as_str), Some("spark"));
-    assert_eq!(props.get("lakectl.managed-properties").map(String::as_str), Some("a,c"));
+    assert_eq!(
+        props.get("lakectl.managed-properties").map(String::as_str),
+        Some("a,c")
+    );
 }
 
 #[tokio::test]
 async fn plan_json_is_versioned_and_lists_items() {
     let (p, _) = base_project().await;
-    p.write("orders.yaml", &orders(&BASE.replace("type: int\n", "type: long\n")));
+    p.write(
+        "orders.yaml",
+        &orders(&BASE.replace("type: int\n", "type: long\n")),
+    );
     let out = p.run(&["plan", "manifests", "--output", "json"]);
     assert_eq!(out.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -449,16 +617,24 @@ async fn plan_json_is_versioned_and_lists_items() {
 #[tokio::test]
 async fn column_order_follows_the_manifest() {
     let (p, before) = base_project().await;
-    let moved = BASE.replace("    - name: qty\n      type: int\n", "").replace(
-        "  identifierFields: [id]\n",
-        "    - name: qty\n      type: int\n  identifierFields: [id]\n",
-    );
+    let moved = BASE
+        .replace("    - name: qty\n      type: int\n", "")
+        .replace(
+            "  identifierFields: [id]\n",
+            "    - name: qty\n      type: int\n  identifierFields: [id]\n",
+        );
     p.write("orders.yaml", &orders(&moved));
     let (_, plan) = p.plan();
     assert!(plan.contains("reorder columns:"), "{plan}");
     p.apply_converges();
     let md = p.table("shop.orders").await.metadata;
-    let names: Vec<String> = md.current_schema().as_struct().fields().iter().map(|f| f.name.clone()).collect();
+    let names: Vec<String> = md
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
     assert_eq!(names.last().map(String::as_str), Some("qty"));
     assert_eq!(id_of(&md, "qty"), id_of(&before, "qty"));
 }

@@ -11,7 +11,11 @@ use crate::common::{field, inspect, oracle_dir, orders, py, read_both, Project};
 
 /// Every field lakectl has, by path, as (id, type, required, doc).
 fn lakectl_fields(md: &TableMetadata) -> Vec<(String, i32, String, bool, Option<String>)> {
-    fn walk(fields: &[iceberg::spec::NestedFieldRef], prefix: &str, out: &mut Vec<(String, i32, String, bool, Option<String>)>) {
+    fn walk(
+        fields: &[iceberg::spec::NestedFieldRef],
+        prefix: &str,
+        out: &mut Vec<(String, i32, String, bool, Option<String>)>,
+    ) {
         for f in fields {
             let path = format!("{prefix}{}", f.name);
             let kind = match f.field_type.as_ref() {
@@ -43,7 +47,11 @@ fn assert_pyiceberg_agrees(md: &TableMetadata, seen: &Value) {
     for (path, id, kind, required, doc) in &mine {
         let f = field(seen, path);
         assert_eq!(f["id"], *id, "{path} id");
-        assert_eq!(f["type"].as_str().unwrap().replace(' ', ""), kind.replace(' ', ""), "{path} type");
+        assert_eq!(
+            f["type"].as_str().unwrap().replace(' ', ""),
+            kind.replace(' ', ""),
+            "{path} type"
+        );
         assert_eq!(f["required"], *required, "{path} required");
         assert_eq!(f["doc"].as_str().map(str::to_string), *doc, "{path} doc");
     }
@@ -74,9 +82,19 @@ fn assert_pyiceberg_agrees(md: &TableMetadata, seen: &Value) {
         })
         .collect();
     assert_eq!(seen["sort"], Value::Array(sort), "sort order");
-    assert_eq!(seen["properties"], serde_json::to_value(md.properties()).unwrap(), "properties");
-    assert_eq!(seen["current_snapshot_id"], serde_json::json!(md.current_snapshot_id()));
-    assert_eq!(seen["snapshots"].as_array().unwrap().len(), md.snapshots().count());
+    assert_eq!(
+        seen["properties"],
+        serde_json::to_value(md.properties()).unwrap(),
+        "properties"
+    );
+    assert_eq!(
+        seen["current_snapshot_id"],
+        serde_json::json!(md.current_snapshot_id())
+    );
+    assert_eq!(
+        seen["snapshots"].as_array().unwrap().len(),
+        md.snapshots().count()
+    );
 }
 
 const V1: &str = r#"  columns:
@@ -143,7 +161,11 @@ async fn pyiceberg_and_duckdb_read_every_step_lakectl_commits() {
         assert_pyiceberg_agrees(&md, &seen);
         let both = read_both(&p.catalog_db(), "shop.orders");
         assert_eq!(both["readers_agree"], true, "step {i}: {both}");
-        assert_eq!(both["snapshots"].as_array().unwrap().len(), i + 1, "step {i}: {both}");
+        assert_eq!(
+            both["snapshots"].as_array().unwrap().len(),
+            i + 1,
+            "step {i}: {both}"
+        );
     }
     // Spot checks of the final state through PyIceberg's eyes.
     let seen = p.inspect("shop.orders");
@@ -152,9 +174,19 @@ async fn pyiceberg_and_duckdb_read_every_step_lakectl_commits() {
     assert_eq!(field(&seen, "price")["type"], "decimal(20, 2)");
     assert_eq!(field(&seen, "customer.email")["type"], "string");
     assert!(seen["properties"].get("keep").is_none());
-    let transforms: Vec<&str> = seen["spec"].as_array().unwrap().iter().map(|f| f["transform"].as_str().unwrap()).collect();
+    let transforms: Vec<&str> = seen["spec"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["transform"].as_str().unwrap())
+        .collect();
     assert_eq!(transforms, vec!["month", "identity", "bucket[16]"]);
-    let ops: Vec<&str> = seen["snapshots"].as_array().unwrap().iter().map(|s| s["summary"]["lakectl.change"].as_str().unwrap()).collect();
+    let ops: Vec<&str> = seen["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["summary"]["lakectl.change"].as_str().unwrap())
+        .collect();
     assert_eq!(ops, vec!["create-table", "update-table", "update-table"]);
 }
 
@@ -165,7 +197,12 @@ async fn a_table_pyiceberg_made_is_planned_and_evolved_by_lakectl() {
     let db = p.catalog_db();
     let warehouse = p.root().join(".lakectl/warehouse");
     let script = oracle_dir().join("pyiceberg_create.py");
-    py(&[script.as_os_str(), db.as_os_str(), "lakectl".as_ref(), warehouse.as_os_str()]);
+    py(&[
+        script.as_os_str(),
+        db.as_os_str(),
+        "lakectl".as_ref(),
+        warehouse.as_os_str(),
+    ]);
 
     let declared = r#"  columns:
     - name: id
@@ -186,21 +223,42 @@ async fn a_table_pyiceberg_made_is_planned_and_evolved_by_lakectl() {
     };
     p.write("items.yaml", &items(declared));
     let (code, plan) = p.plan();
-    assert_eq!(code, 0, "a manifest matching PyIceberg's table must plan no changes:\n{plan}");
+    assert_eq!(
+        code, 0,
+        "a manifest matching PyIceberg's table must plan no changes:\n{plan}"
+    );
 
     // Adding a required column to a table with rows is refused.
-    p.write("items.yaml", &items(&declared.replace("  identifierFields", "    - name: sku\n      type: string\n      required: true\n  identifierFields")));
+    p.write(
+        "items.yaml",
+        &items(&declared.replace(
+            "  identifierFields",
+            "    - name: sku\n      type: string\n      required: true\n  identifierFields",
+        )),
+    );
     let (code, plan) = p.plan();
     assert_eq!(code, 1, "{plan}");
-    assert!(plan.contains("cannot add required column `sku` to a table that has rows"), "{plan}");
+    assert!(
+        plan.contains("cannot add required column `sku` to a table that has rows"),
+        "{plan}"
+    );
 
     // Evolve it: add, widen, rename the partition source.
     let evolved = declared
         .replace("type: int\n", "type: long\n")
         .replace("type: float\n", "type: double\n")
-        .replace("    - name: region\n", "    - name: area\n      renamedFrom: region\n")
-        .replace("    - column: region\n", "    - column: area\n      name: region\n")
-        .replace("  identifierFields", "    - name: note\n      type: string\n  identifierFields");
+        .replace(
+            "    - name: region\n",
+            "    - name: area\n      renamedFrom: region\n",
+        )
+        .replace(
+            "    - column: region\n",
+            "    - column: area\n      name: region\n",
+        )
+        .replace(
+            "  identifierFields",
+            "    - name: note\n      type: string\n  identifierFields",
+        );
     p.write("items.yaml", &items(&evolved));
     p.apply_converges();
 
@@ -214,12 +272,21 @@ async fn a_table_pyiceberg_made_is_planned_and_evolved_by_lakectl() {
     let md = p.table("shop.items").await.metadata;
     assert_pyiceberg_agrees(&md, &seen);
     assert_eq!(seen["rows"], 3);
-    assert_eq!(field(&seen, "area")["id"], 2, "rename kept PyIceberg's field id");
+    assert_eq!(
+        field(&seen, "area")["id"],
+        2,
+        "rename kept PyIceberg's field id"
+    );
     assert_eq!(field(&seen, "qty")["type"], "long");
     assert_eq!(field(&seen, "price")["type"], "double");
     let both = read_both(&db, "shop.items");
     assert_eq!(both["readers_agree"], true, "{both}");
-    let last = both["snapshots"].as_array().unwrap().last().unwrap().clone();
+    let last = both["snapshots"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["pyiceberg_rows"], 3, "{both}");
     assert_eq!(last["sums"]["qty"], 21, "old int data read as long: {both}");
 }

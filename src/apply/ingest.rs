@@ -1,0 +1,202 @@
+//! Applying an ingest change: the source's new files become one `append` snapshot.
+//!
+//! 1. load the table; drop from the change every file the ledger now has (another
+//!    apply got there first); nothing left is a no-op;
+//! 2. write the data files (invisible until the commit);
+//! 3. commit an append snapshot whose summary lists the ingested files (the ledger),
+//!    requiring `main`, the schema and the spec to be as read in 1;
+//! 4. on a conflict: reload; if the files are still not in the ledger and schema and
+//!    spec are unchanged, retry the commit with the same data files; otherwise write
+//!    again from 1 (the earlier files stay unreferenced orphans).
+//!
+//! A crash before the commit leaves orphan data files and the table unchanged, so a
+//! re-run ingests every file exactly once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::{TableRequirement, TableUpdate};
+
+use super::ApplyError;
+use crate::ingest::{self, FileToIngest, IngestError, Progress, SourceFile, Written};
+use crate::lake::snapshot::{append_snapshot, main_branch};
+use crate::lake::{ledger, Annotation, CommitError, Lake, LakeError, TableState};
+use crate::plan::IngestChange;
+
+/// What an ingest did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IngestOutcome {
+    pub files: usize,
+    pub records: u64,
+    pub data_files: usize,
+    pub rejected: u64,
+    pub rejects_file: Option<String>,
+    pub snapshot_id: Option<i64>,
+}
+
+pub async fn apply_ingest(
+    lake: &Lake,
+    c: &IngestChange,
+    progress: Arc<dyn Progress>,
+) -> Result<(IngestOutcome, Option<TableState>), ApplyError> {
+    let ident = c.ident();
+    let mut written: Option<(Written, i32, i32, Vec<String>)> = None;
+    for attempt in 0..super::MAX_ATTEMPTS {
+        let state = lake
+            .load_table(&ident)
+            .await?
+            .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
+        let md = &state.metadata;
+        let done = ledger::ingested_files(md);
+        let todo: Vec<FileToIngest> = c
+            .files
+            .iter()
+            .filter(|f| match done.get(&f.path) {
+                None => true,
+                // Appended again on purpose (`onChange: append`) unless this very
+                // version is already there.
+                Some(d) => f.reason == "changed" && (d.size, d.mtime_ms) != (f.size, f.mtime_ms),
+            })
+            .map(|f| FileToIngest {
+                file: SourceFile {
+                    path: f.path.clone(),
+                    location: f.location.clone(),
+                    size: f.size,
+                    mtime_ms: f.mtime_ms,
+                    format: Some(f.format),
+                },
+                format: f.format,
+            })
+            .collect();
+        if todo.is_empty() {
+            return Ok((
+                IngestOutcome {
+                    files: 0,
+                    records: 0,
+                    data_files: 0,
+                    rejected: 0,
+                    rejects_file: None,
+                    snapshot_id: md.current_snapshot_id(),
+                },
+                Some(state),
+            ));
+        }
+        let paths: Vec<String> = todo.iter().map(|f| f.file.path.clone()).collect();
+        let reusable = written.as_ref().is_some_and(|(_, schema, spec, p)| {
+            *schema == md.current_schema_id()
+                && *spec == md.default_partition_spec_id()
+                && *p == paths
+        });
+        if !reusable {
+            let w = ingest::write_source(
+                lake.file_io(),
+                md,
+                &c.spec,
+                &todo,
+                &c.rejects_dir,
+                progress.clone(),
+            )
+            .await
+            .map_err(|e| ingest_error(c, e))?;
+            written = Some((
+                w,
+                md.current_schema_id(),
+                md.default_partition_spec_id(),
+                paths,
+            ));
+        }
+        let (w, ..) = written.as_ref().expect("written");
+        let annotation = Annotation {
+            change: "ingest".into(),
+            change_id: c.change_id.clone(),
+            manifest: Some(c.manifest.display().to_string()),
+            git_commit: super::git_commit(&c.manifest),
+            details: format!(
+                "ingest {} file(s), {} row(s) from source `{}`{}",
+                w.files.len(),
+                w.records,
+                c.source,
+                if w.rejected > 0 {
+                    format!(", {} row(s) rejected", w.rejected)
+                } else {
+                    String::new()
+                }
+            ),
+        };
+        let mut props: HashMap<String, String> = annotation.to_summary();
+        props.insert(ledger::SOURCE.into(), c.source.clone());
+        props.insert(
+            ledger::INGESTED.into(),
+            serde_json::to_string(&w.files).unwrap_or_default(),
+        );
+        if w.rejected > 0 {
+            props.insert(ledger::REJECTED.into(), w.rejected.to_string());
+        }
+        let snapshot = append_snapshot(lake.file_io(), md, w.data_files.clone(), props).await?;
+        let snapshot_id = snapshot.snapshot_id();
+        let (branch, reference) = main_branch(snapshot_id);
+        let updates = vec![
+            TableUpdate::AddSnapshot { snapshot },
+            TableUpdate::SetSnapshotRef {
+                ref_name: branch.clone(),
+                reference,
+            },
+        ];
+        let requirements = vec![
+            TableRequirement::UuidMatch { uuid: md.uuid() },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: branch,
+                snapshot_id: md.current_snapshot_id(),
+            },
+            TableRequirement::CurrentSchemaIdMatch {
+                current_schema_id: md.current_schema_id(),
+            },
+            TableRequirement::DefaultSpecIdMatch {
+                default_spec_id: md.default_partition_spec_id(),
+            },
+        ];
+        if attempt == 0 {
+            super::fault_delay().await;
+        }
+        match lake.commit(&ident, &requirements, updates).await {
+            Ok(state) => {
+                return Ok((
+                    IngestOutcome {
+                        files: w.files.len(),
+                        records: w.records,
+                        data_files: w.data_files.len(),
+                        rejected: w.rejected,
+                        rejects_file: w.rejects_file.as_ref().map(|p| p.display().to_string()),
+                        snapshot_id: Some(snapshot_id),
+                    },
+                    Some(state),
+                ))
+            }
+            Err(CommitError::Conflict(why)) => {
+                tracing::info!(
+                    "commit conflict (attempt {}): {why}; retrying on fresh state",
+                    attempt + 1
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+            }
+            Err(e) => {
+                return Err(ApplyError::Commit {
+                    table: c.table.clone(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Err(ApplyError::Commit {
+        table: c.table.clone(),
+        source: CommitError::Conflict(format!("gave up after {} attempts", super::MAX_ATTEMPTS)),
+    })
+}
+
+fn ingest_error(c: &IngestChange, e: IngestError) -> ApplyError {
+    ApplyError::Ingest {
+        table: c.table.clone(),
+        source: c.source.clone(),
+        error: e,
+    }
+}

@@ -1,0 +1,250 @@
+//! Finding a source's files and telling which are new, ingested or changed.
+//!
+//! A file's ledger key is its path relative to the manifest's directory (so moving or
+//! cloning the project does not make every file look new), or its full `s3://` URI.
+//! Its identity is size + modification time, with an xxh3-128 content hash to tell a
+//! file that was only touched or copied (same content: already ingested) from one whose
+//! content changed (reported, or appended again with `onChange: append`).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::types::SourceFormat;
+
+/// One file of a source, as listed now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    /// Ledger key: relative to the manifest directory, or the `s3://` URI.
+    pub path: String,
+    /// Where to read it.
+    #[serde(skip)]
+    pub location: PathBuf,
+    pub size: u64,
+    pub mtime_ms: i64,
+    #[serde(skip)]
+    pub format: Option<SourceFormat>,
+}
+
+/// What the ledger recorded for an ingested file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestedFile {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ms: i64,
+    /// xxh3-128 of the content, hex.
+    pub hash: String,
+    pub rows: u64,
+}
+
+/// Lists the files a local `uri` names: a file, a directory (recursively, hidden entries
+/// skipped) or a glob. Sorted by path.
+pub fn list_local(uri: &str, base: &Path) -> Result<Vec<SourceFile>, String> {
+    let uri = uri.strip_prefix("file://").unwrap_or(uri);
+    let full = if Path::new(uri).is_absolute() {
+        PathBuf::from(uri)
+    } else {
+        base.join(uri)
+    };
+    let mut out = Vec::new();
+    let is_glob = uri.contains(['*', '?', '[', '{']);
+    if is_glob {
+        let full_str = full.to_string_lossy().to_string();
+        let root = glob_root(&full_str);
+        let matcher = glob(&full_str)?;
+        if root.is_dir() {
+            walk(&root, &mut |p| {
+                if matcher.is_match(p) {
+                    out.push(p.to_path_buf());
+                }
+            })
+            .map_err(|e| format!("cannot list {}: {e}", root.display()))?;
+        }
+    } else if full.is_dir() {
+        walk(&full, &mut |p| out.push(p.to_path_buf()))
+            .map_err(|e| format!("cannot list {}: {e}", full.display()))?;
+    } else if full.is_file() {
+        out.push(full.clone());
+    } else {
+        return Err(format!("{} does not exist", full.display()));
+    }
+    out.sort();
+    out.into_iter()
+        .map(|p| {
+            let md =
+                std::fs::metadata(&p).map_err(|e| format!("cannot stat {}: {e}", p.display()))?;
+            let mtime_ms = md
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let rel = pathdiff(&p, base);
+            Ok(SourceFile {
+                format: format_of(&p),
+                path: rel,
+                location: p,
+                size: md.len(),
+                mtime_ms,
+            })
+        })
+        .collect()
+}
+
+fn glob(pattern: &str) -> Result<GlobMatcher, String> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("bad glob `{pattern}`: {e}"))
+}
+
+/// The directory part of a glob before its first wildcard.
+fn glob_root(pattern: &str) -> PathBuf {
+    let cut = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
+    let head = &pattern[..cut];
+    match head.rfind('/') {
+        Some(i) => PathBuf::from(&head[..i.max(1)]),
+        None => PathBuf::from("."),
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = entry.path();
+        if entry.file_type()?.is_dir() {
+            walk(&p, f)?;
+        } else {
+            f(&p);
+        }
+    }
+    Ok(())
+}
+
+fn pathdiff(p: &Path, base: &Path) -> String {
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match p.strip_prefix(&base) {
+        Ok(rel) => rel.to_string_lossy().to_string(),
+        Err(_) => p.to_string_lossy().to_string(),
+    }
+}
+
+/// Format from the extension (`.csv`, `.tsv`, `.json`, `.jsonl`, `.ndjson`, `.parquet`),
+/// ignoring a trailing compression suffix is not supported yet.
+pub fn format_of(p: &Path) -> Option<SourceFormat> {
+    match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        "csv" | "tsv" | "txt" => Some(SourceFormat::Csv),
+        "json" | "jsonl" | "ndjson" => Some(SourceFormat::Json),
+        "parquet" | "pq" => Some(SourceFormat::Parquet),
+        _ => None,
+    }
+}
+
+/// xxh3-128 of a file's content, hex.
+pub fn content_hash(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:032x}", h.digest128()))
+}
+
+/// How a listed file stands against the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileState {
+    New,
+    /// Same path, same content: nothing to do.
+    Ingested,
+    /// Same path, other content (hash of the new content).
+    Changed {
+        hash: String,
+    },
+}
+
+/// Compares a listed file with the ledger (hashing only when size or mtime differ).
+pub fn state_of(
+    file: &SourceFile,
+    ledger: &HashMap<String, IngestedFile>,
+) -> std::io::Result<FileState> {
+    let Some(done) = ledger.get(&file.path) else {
+        return Ok(FileState::New);
+    };
+    if done.size == file.size && done.mtime_ms == file.mtime_ms {
+        return Ok(FileState::Ingested);
+    }
+    let hash = content_hash(&file.location)?;
+    if hash == done.hash {
+        Ok(FileState::Ingested)
+    } else {
+        Ok(FileState::Changed { hash })
+    }
+}
+
+/// Human size: `12.3 MB`.
+pub fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_directories_and_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("data/a")).unwrap();
+        for f in [
+            "data/x.csv",
+            "data/a/y.csv",
+            "data/a/z.json",
+            "data/.hidden.csv",
+        ] {
+            std::fs::write(d.path().join(f), "id\n1\n").unwrap();
+        }
+        let names = |v: Vec<SourceFile>| v.into_iter().map(|f| f.path).collect::<Vec<_>>();
+        assert_eq!(
+            names(list_local("data/*.csv", d.path()).unwrap()),
+            vec!["data/x.csv"]
+        );
+        assert_eq!(
+            names(list_local("data/**/*.csv", d.path()).unwrap()),
+            vec!["data/a/y.csv", "data/x.csv"]
+        );
+        assert_eq!(
+            names(list_local("data", d.path()).unwrap()),
+            vec!["data/a/y.csv", "data/a/z.json", "data/x.csv"]
+        );
+        assert_eq!(
+            names(list_local("data/x.csv", d.path()).unwrap()),
+            vec!["data/x.csv"]
+        );
+        assert!(list_local("nope.csv", d.path())
+            .unwrap_err()
+            .contains("does not exist"));
+    }
+}

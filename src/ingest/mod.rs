@@ -1,0 +1,393 @@
+//! Ingest: reading source files into Arrow with the table's schema and writing Parquet
+//! data files (with Iceberg field ids) that respect the partition spec, target file
+//! size and compression. Commits nothing: `apply` turns the result into one snapshot.
+//!
+//! Flow of [`write_source`] for one source:
+//! 1. every file is read in pieces: a CSV is cut at line ends into chunks
+//!    (`LAKECTL_INGEST_CHUNK_BYTES`, default 16 MiB) that the workers (one per core)
+//!    parse in parallel straight into the table's Arrow types (the fast path);
+//!    JSON lines and Parquet are read as a stream of batches;
+//! 2. a chunk that does not parse is read again as text and cast column by column,
+//!    which finds the exact line and column of every bad value: `onError: fail` stops
+//!    with `file:line:col`, `onError: skip` writes the bad lines to the rejects file;
+//! 3. rows are checked (required columns) and sorted within each batch by the sort
+//!    order, split by partition, and written by a fan-out writer per worker whose files
+//!    roll at `write.target-file-size-bytes`.
+//!
+//! Memory is bounded by workers × chunk size plus one open row group per partition
+//! writer, whatever the file size.
+
+pub mod files;
+mod read;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::io::FileIO;
+use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, TableMetadata};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::manifest::types::{OnError, SourceFormat, SourceSpec};
+pub use files::{IngestedFile, SourceFile};
+pub use read::Mapping;
+
+/// A value that does not fit, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct RowError {
+    pub file: String,
+    /// 1-based line (for Parquet: 1-based row).
+    pub line: u64,
+    /// 1-based column of the source.
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Row(#[from] RowError),
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error("writing data files: {0}")]
+    Iceberg(#[from] iceberg::Error),
+}
+
+/// The data files written for one source, not yet committed.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub data_files: Vec<DataFile>,
+    pub records: u64,
+    pub files: Vec<IngestedFile>,
+    pub rejected: u64,
+    pub rejects_file: Option<PathBuf>,
+}
+
+/// One file to ingest with what the plan knew of it.
+#[derive(Debug, Clone)]
+pub struct FileToIngest {
+    pub file: SourceFile,
+    pub format: SourceFormat,
+}
+
+/// Progress reporting (bytes read).
+pub trait Progress: Send + Sync {
+    fn advance(&self, bytes: u64);
+}
+
+impl Progress for () {
+    fn advance(&self, _: u64) {}
+}
+
+/// Rows per Arrow batch.
+pub const BATCH_ROWS: usize = 65_536;
+
+fn chunk_bytes() -> usize {
+    std::env::var("LAKECTL_INGEST_CHUNK_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n >= 1024)
+        .unwrap_or(16 << 20)
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// Writer properties from the table's `write.parquet.*` properties (zstd level 1 by
+/// default: Iceberg's default codec, at its fastest level).
+pub fn writer_properties(md: &TableMetadata) -> WriterProperties {
+    let props = md.properties();
+    let level = props
+        .get("write.parquet.compression-level")
+        .and_then(|v| v.parse::<i32>().ok());
+    let codec = match props
+        .get("write.parquet.compression-codec")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("snappy") => Compression::SNAPPY,
+        Some("gzip") => Compression::GZIP(Default::default()),
+        Some("lz4") => Compression::LZ4_RAW,
+        Some("uncompressed") | Some("none") => Compression::UNCOMPRESSED,
+        _ => Compression::ZSTD(ZstdLevel::try_new(level.unwrap_or(1)).unwrap_or_default()),
+    };
+    let row_group = props
+        .get("write.parquet.row-group-limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BATCH_ROWS * 2);
+    WriterProperties::builder()
+        .set_compression(codec)
+        .set_max_row_group_row_count(Some(row_group))
+        .build()
+}
+
+fn target_file_size(md: &TableMetadata) -> usize {
+    md.properties()
+        .get("write.target-file-size-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512 << 20)
+}
+
+type Fanout = FanoutWriter<
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
+>;
+
+/// A writer of one worker: partitioned (fan-out) or not.
+pub struct TableWriter {
+    splitter: Option<RecordBatchPartitionSplitter>,
+    fanout: Option<Fanout>,
+    plain: Option<
+        <DataFileWriterBuilder<
+            ParquetWriterBuilder,
+            DefaultLocationGenerator,
+            DefaultFileNameGenerator,
+        > as IcebergWriterBuilder>::R,
+    >,
+    sort: Vec<(usize, bool, bool)>,
+    pub records: u64,
+}
+
+impl TableWriter {
+    pub async fn new(
+        file_io: &FileIO,
+        md: &TableMetadata,
+        prefix: &str,
+    ) -> Result<TableWriter, iceberg::Error> {
+        let schema = md.current_schema().clone();
+        let parquet = ParquetWriterBuilder::new(writer_properties(md), schema.clone());
+        let rolling = RollingFileWriterBuilder::new(
+            parquet,
+            target_file_size(md),
+            file_io.clone(),
+            DefaultLocationGenerator::new(md)?,
+            DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet),
+        );
+        let builder = DataFileWriterBuilder::new(rolling);
+        let spec = md.default_partition_spec();
+        let sort = sort_columns(md);
+        if spec.is_unpartitioned() {
+            Ok(TableWriter {
+                splitter: None,
+                fanout: None,
+                plain: Some(builder.build(None).await?),
+                sort,
+                records: 0,
+            })
+        } else {
+            Ok(TableWriter {
+                splitter: Some(RecordBatchPartitionSplitter::try_new_with_computed_values(
+                    schema,
+                    spec.clone(),
+                )?),
+                fanout: Some(FanoutWriter::new(builder)),
+                plain: None,
+                sort,
+                records: 0,
+            })
+        }
+    }
+
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<(), iceberg::Error> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.records += batch.num_rows() as u64;
+        let batch = sort_batch(batch, &self.sort)?;
+        if let (Some(splitter), Some(fanout)) = (&self.splitter, &mut self.fanout) {
+            let parts: Vec<(PartitionKey, RecordBatch)> = splitter.split(&batch)?;
+            for (key, part) in parts {
+                fanout.write(key, part).await?;
+            }
+            Ok(())
+        } else if let Some(w) = &mut self.plain {
+            w.write(batch).await
+        } else {
+            Ok(())
+        }
+    }
+
+    pub async fn close(mut self) -> Result<Vec<DataFile>, iceberg::Error> {
+        if let Some(f) = self.fanout.take() {
+            f.close().await
+        } else if let Some(mut w) = self.plain.take() {
+            w.close().await
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// (column index, descending, nulls first) of the table's sort order, top-level
+/// identity fields only.
+fn sort_columns(md: &TableMetadata) -> Vec<(usize, bool, bool)> {
+    let schema = md.current_schema();
+    let top: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
+    md.default_sort_order()
+        .fields
+        .iter()
+        .filter(|f| f.transform == iceberg::spec::Transform::Identity)
+        .filter_map(|f| {
+            let idx = top.iter().position(|id| *id == f.source_id)?;
+            Some((
+                idx,
+                f.direction == iceberg::spec::SortDirection::Descending,
+                f.null_order == iceberg::spec::NullOrder::First,
+            ))
+        })
+        .collect()
+}
+
+fn sort_batch(
+    batch: RecordBatch,
+    sort: &[(usize, bool, bool)],
+) -> Result<RecordBatch, iceberg::Error> {
+    if sort.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch);
+    }
+    let columns: Vec<arrow_array::ArrayRef> = batch.columns().to_vec();
+    let keys: Vec<arrow_ord_sort::SortColumn> = sort
+        .iter()
+        .map(|(i, desc, nulls_first)| arrow_ord_sort::SortColumn {
+            values: columns[*i].clone(),
+            options: Some(arrow_schema::SortOptions {
+                descending: *desc,
+                nulls_first: *nulls_first,
+            }),
+        })
+        .collect();
+    let to_err = |e: arrow_schema::ArrowError| {
+        iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string())
+    };
+    let indices = arrow_ord_sort::lexsort_to_indices(&keys, None).map_err(to_err)?;
+    let sorted = columns
+        .iter()
+        .map(|c| arrow_select::take::take(c.as_ref(), &indices, None))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(to_err)?;
+    RecordBatch::try_new(batch.schema(), sorted).map_err(to_err)
+}
+
+mod arrow_ord_sort {
+    pub use datafusion::arrow::compute::{lexsort_to_indices, SortColumn};
+}
+
+/// Writes every file of one source into data files of the table (current schema and
+/// default spec). Files are read in order; a CSV's chunks are spread over the workers.
+pub async fn write_source(
+    file_io: &FileIO,
+    md: &TableMetadata,
+    source: &SourceSpec,
+    files: &[FileToIngest],
+    rejects_dir: &std::path::Path,
+    progress: Arc<dyn Progress>,
+) -> Result<Written, IngestError> {
+    let n_workers = workers();
+    let run = uuid::Uuid::new_v4();
+    let mut written = Written::default();
+    let rejects = Arc::new(read::Rejects::new(
+        rejects_dir,
+        source.on_error == OnError::Skip,
+    ));
+    for f in files {
+        let hash = files::content_hash(&f.file.location).map_err(|e| IngestError::File {
+            file: f.file.path.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let units = read::plan_units(f, source, md, chunk_bytes())?;
+        let rows = Arc::new(AtomicU64::new(0));
+        let units = Arc::new(std::sync::Mutex::new(units.into_iter()));
+        let mut tasks = Vec::new();
+        for w in 0..n_workers {
+            let units = units.clone();
+            let file_io = file_io.clone();
+            let md = md.clone();
+            let rows = rows.clone();
+            let rejects = rejects.clone();
+            let progress = progress.clone();
+            let prefix = format!("{run}-{}-{w}", written.files.len());
+            tasks.push(tokio::spawn(async move {
+                let mut writer: Option<TableWriter> = None;
+                loop {
+                    let unit = units.lock().ok().and_then(|mut it| it.next());
+                    let Some(unit) = unit else { break };
+                    let bytes = unit.bytes();
+                    let batches = tokio::task::spawn_blocking({
+                        let rejects = rejects.clone();
+                        move || unit.read(&rejects)
+                    })
+                    .await
+                    .map_err(|e| IngestError::File {
+                        file: String::new(),
+                        message: format!("reader panicked: {e}"),
+                    })??;
+                    if writer.is_none() {
+                        writer = Some(TableWriter::new(&file_io, &md, &prefix).await?);
+                    }
+                    if let Some(w) = writer.as_mut() {
+                        for b in batches {
+                            rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                            w.write(b).await?;
+                        }
+                    }
+                    progress.advance(bytes);
+                }
+                match writer {
+                    Some(w) => Ok::<_, IngestError>(w.close().await?),
+                    None => Ok(Vec::new()),
+                }
+            }));
+        }
+        let mut errors = Vec::new();
+        for t in tasks {
+            match t.await {
+                Ok(Ok(files)) => written.data_files.extend(files),
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(IngestError::File {
+                    file: f.file.path.clone(),
+                    message: format!("worker failed: {e}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(earliest(errors));
+        }
+        let n = rows.load(Ordering::Relaxed);
+        written.records += n;
+        written.files.push(IngestedFile {
+            path: f.file.path.clone(),
+            size: f.file.size,
+            mtime_ms: f.file.mtime_ms,
+            hash,
+            rows: n,
+        });
+    }
+    written.rejected = rejects.count();
+    written.rejects_file = rejects.path();
+    Ok(written)
+}
+
+/// Of the errors the workers hit, the one a user should see first: the earliest bad
+/// line (workers read chunks in parallel, so the first to fail is not the first line).
+fn earliest(mut errors: Vec<IngestError>) -> IngestError {
+    errors.sort_by_key(|e| match e {
+        IngestError::Row(r) => (0, r.line),
+        _ => (1, 0),
+    });
+    errors.remove(0)
+}
