@@ -8,3 +8,4 @@ pub mod ingest;
 pub mod lake;
 pub mod manifest;
 pub mod plan;
+pub mod query;

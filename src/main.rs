@@ -56,6 +56,34 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Run read-only SQL (DataFusion) over the lakehouse; tables are `namespace.table`.
+    Query {
+        sql: String,
+        /// Manifest directory whose lakehouse to query.
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
+        /// Time travel: a snapshot id, or a timestamp (RFC 3339) for every table.
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+        format: QueryFormat,
+    },
+    /// A table's snapshots, newest first, with what lakectl did in each.
+    History {
+        /// `namespace.table`
+        table: String,
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum QueryFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -107,6 +135,17 @@ fn main() -> ExitCode {
         Command::Validate { dir, output } => validate(&dir, output),
         Command::Plan { dir, output } => runtime.block_on(plan_cmd(&dir, output, style)),
         Command::Apply { dir, output } => runtime.block_on(apply_cmd(&dir, output, style)),
+        Command::Query {
+            sql,
+            manifests,
+            as_of,
+            format,
+        } => runtime.block_on(query_cmd(&manifests, &sql, as_of.as_deref(), format)),
+        Command::History {
+            table,
+            manifests,
+            output,
+        } => runtime.block_on(history_cmd(&manifests, &table, output, style)),
     };
     ExitCode::from(code)
 }
@@ -322,4 +361,144 @@ fn progress_bar(files: usize, bytes: u64, output: Output) -> std::sync::Arc<Bar>
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     std::sync::Arc::new(Bar(Some(b)))
+}
+
+/// The lakehouse a manifest directory points at, which must exist.
+async fn open_lake(dir: &Path) -> Result<Lake, u8> {
+    let set = manifest::load(dir).map_err(|d| {
+        print_diagnostics(&d, Output::Text);
+        1u8
+    })?;
+    let config = set.lake_config().map_err(|d| {
+        print_diagnostics(&d, Output::Text);
+        1u8
+    })?;
+    match Lake::open_existing(config).await {
+        Ok(Some(l)) => Ok(l),
+        Ok(None) => {
+            eprintln!(
+                "error: the lakehouse of {} does not exist yet; run `lakectl apply` first",
+                dir.display()
+            );
+            Err(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(1)
+        }
+    }
+}
+
+async fn query_cmd(dir: &Path, sql: &str, as_of: Option<&str>, format: QueryFormat) -> u8 {
+    let as_of = match as_of.map(str::parse::<lakectl::query::AsOf>).transpose() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: --as-of: {e}");
+            return 1;
+        }
+    };
+    let lake = match open_lake(dir).await {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    let result = async {
+        let ctx = lakectl::query::session(&lake, as_of).await?;
+        let batches = lakectl::query::run(&ctx, sql).await?;
+        let fmt = match format {
+            QueryFormat::Table => "table",
+            QueryFormat::Csv => "csv",
+            QueryFormat::Json => "json",
+        };
+        lakectl::query::render(&batches, fmt)
+    }
+    .await;
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Style) -> u8 {
+    let lake = match open_lake(dir).await {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    let Some((ns, name)) = table.rsplit_once('.') else {
+        eprintln!("error: name the table as namespace.table");
+        return 1;
+    };
+    let ident = match iceberg::NamespaceIdent::from_strs(ns.split('.')) {
+        Ok(n) => iceberg::TableIdent::new(n, name.to_string()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let state = match lake.load_table(&ident).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!("error: table {table} does not exist");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let entries = lakectl::lake::history::history(&state.metadata);
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"format_version": "1", "table": table, "snapshots": entries})
+            )
+            .unwrap_or_default()
+        ),
+        Output::Text => {
+            for e in &entries {
+                let mark = if e.current {
+                    "*"
+                } else if e.in_main {
+                    " "
+                } else {
+                    "x"
+                };
+                let rows = match (e.added_records, e.total_records) {
+                    (Some(a), Some(t)) if a > 0 => format!("+{a} rows, {t} total"),
+                    (_, Some(t)) => format!("{t} rows"),
+                    _ => String::new(),
+                };
+                let files = match (e.added_data_files, e.deleted_data_files) {
+                    (Some(a), Some(d)) => format!(", +{a}/-{d} files"),
+                    (Some(a), None) if a > 0 => format!(", +{a} files"),
+                    _ => String::new(),
+                };
+                println!(
+                    "{mark} {}  {}  {:<9} {rows}{files}",
+                    style.bold(&e.snapshot_id.to_string()),
+                    e.time,
+                    e.operation
+                );
+                if let Some(a) = &e.annotation {
+                    println!("      {}: {}", style.yellow(&a.change), a.details);
+                    let mut from = a.manifest.clone().unwrap_or_default();
+                    if let Some(c) = &a.git_commit {
+                        from.push_str(&format!(" @ {c}"));
+                    }
+                    println!("      {}", style.dim(&format!("{from}  [{}]", a.change_id)));
+                }
+                for f in &e.ingested_files {
+                    println!("      + {f}");
+                }
+            }
+            println!("\n* current   x not in main (rolled back)");
+        }
+    }
+    0
 }

@@ -112,7 +112,7 @@ pub async fn apply_ingest(
             manifest: Some(c.manifest.display().to_string()),
             git_commit: super::git_commit(&c.manifest),
             details: format!(
-                "ingest {} file(s), {} row(s) from source `{}`{}",
+                "{} file(s), {} row(s) from source `{}`{}",
                 w.files.len(),
                 w.records,
                 c.source,

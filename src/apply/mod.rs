@@ -197,7 +197,7 @@ fn no_longer(t: &TableChange, reason: impl std::fmt::Display) -> CommitError {
 /// The annotation every snapshot of this change carries.
 pub fn annotation_for(t: &TableChange) -> Annotation {
     let details = if t.create {
-        format!("create table with {} column(s)", t.schema_ops.len())
+        format!("{} column(s)", t.schema_ops.len())
     } else {
         t.items().join("; ")
     };

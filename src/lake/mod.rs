@@ -19,6 +19,7 @@
 //! never between. Callers retry a `Conflict` on fresh state ([`retry_on_conflict`]).
 
 pub mod catalog;
+pub mod history;
 pub mod ledger;
 pub mod snapshot;
 
