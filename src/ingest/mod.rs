@@ -131,9 +131,21 @@ pub fn writer_properties(md: &TableMetadata) -> WriterProperties {
         .get("write.parquet.row-group-limit")
         .and_then(|v| v.parse().ok())
         .unwrap_or(BATCH_ROWS * 2);
+    // Every open data file buffers a page (and a dictionary) per column: with a writer
+    // per partition per worker, these limits are what bound ingest memory.
+    let page = props
+        .get("write.parquet.page-size-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 << 10);
+    let dict = props
+        .get("write.parquet.dict-size-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 << 10);
     WriterProperties::builder()
         .set_compression(codec)
         .set_max_row_group_row_count(Some(row_group))
+        .set_data_page_size_limit(page)
+        .set_dictionary_page_size_limit(dict)
         .build()
 }
 

@@ -143,8 +143,8 @@ pub enum Unit {
     },
     Whole {
         file: FileToIngest,
-        source: SourceSpec,
-        md: TableMetadata,
+        source: Box<SourceSpec>,
+        md: Box<TableMetadata>,
     },
 }
 
@@ -198,8 +198,8 @@ pub fn plan_units(
     if f.format != SourceFormat::Csv {
         return Ok(vec![Unit::Whole {
             file: f.clone(),
-            source: source.clone(),
-            md: md.clone(),
+            source: Box::new(source.clone()),
+            md: Box::new(md.clone()),
         }]);
     }
     let path = &f.file.path;
@@ -428,9 +428,9 @@ fn slow_csv_chunk(
         for (j, (text, typed)) in b.columns().iter().zip(typed).enumerate() {
             let text = text.as_any().downcast_ref::<StringArray>().expect("utf8");
             let target = ctx.read_schema.field(j).data_type().clone();
-            for r in 0..b.num_rows() {
-                if bad[r].is_none() && text.is_valid(r) && typed.is_null(r) {
-                    bad[r] = Some((
+            for (r, slot) in bad.iter_mut().enumerate() {
+                if slot.is_none() && text.is_valid(r) && typed.is_null(r) {
+                    *slot = Some((
                         j,
                         format!(
                             "value {:?} of column `{}` is not a valid {}",

@@ -45,8 +45,12 @@ pub struct Actual {
     pub tables: HashMap<String, TableState>,
     /// Per table, per declared source (in order): the files listed now and how each
     /// stands against the ledger, or why they could not be listed.
-    pub sources: HashMap<String, Vec<Result<Vec<(SourceFile, FileState)>, String>>>,
+    pub sources: HashMap<String, Vec<Listed>>,
 }
+
+/// A source's files as listed now, each with its state against the ledger, or why
+/// they could not be listed.
+pub type Listed = Result<Vec<(SourceFile, FileState)>, String>;
 
 /// Reads the actual state of every declared table (`lake` is `None` when the catalog
 /// does not exist yet: everything is absent).
@@ -78,7 +82,7 @@ fn list_source(
     src: &SourceSpec,
     base: &std::path::Path,
     ledger: &HashMap<String, crate::ingest::IngestedFile>,
-) -> Result<Vec<(SourceFile, FileState)>, String> {
+) -> Listed {
     if src.uri.starts_with("s3://") || src.uri.starts_with("s3a://") {
         return Err("S3 sources are not supported yet; use a local path".into());
     }

@@ -57,6 +57,9 @@ pub fn summary_line(plan: &Plan) -> String {
 pub fn text(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
     if plan.changes.is_empty() && plan.errors.is_empty() {
+        for h in &plan.hints {
+            let _ = writeln!(out, "{} {h}", style.yellow("hint:"));
+        }
         out.push_str("No changes. The lakehouse matches the manifests.\n");
         return out;
     }

@@ -5,4 +5,5 @@ mod common;
 mod concurrency;
 mod corpus;
 mod evolve;
+mod ingest;
 mod oracle;
