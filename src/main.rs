@@ -216,10 +216,12 @@ async fn make_plan(
         eprintln!("error: {e}");
         1u8
     })?;
-    let actual = plan::observe(lake.as_ref(), &set).await.map_err(|e| {
-        eprintln!("error: {e}");
-        1u8
-    })?;
+    let actual = plan::observe(lake.as_ref(), &set, &config)
+        .await
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            1u8
+        })?;
     Ok((plan::diff(&set, &actual, config), lake))
 }
 

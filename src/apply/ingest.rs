@@ -64,6 +64,7 @@ pub async fn apply_ingest(
                     size: f.size,
                     mtime_ms: f.mtime_ms,
                     format: Some(f.format),
+                    etag: f.etag.clone(),
                 },
                 format: f.format,
             })
@@ -88,6 +89,27 @@ pub async fn apply_ingest(
                 && *p == paths
         });
         if !reusable {
+            // S3 objects are streamed to a local spool first (removed when dropped).
+            let spool = tempfile::tempdir()
+                .map_err(|e| LakeError::Unsupported(format!("spool directory: {e}")))?;
+            let mut todo = todo;
+            for (i, f) in todo.iter_mut().enumerate() {
+                if f.file.path.starts_with("s3://") || f.file.path.starts_with("s3a://") {
+                    let dest = spool.path().join(format!("{i}"));
+                    ingest::s3::download(&f.file.path, &lake.config.storage, &dest)
+                        .await
+                        .map_err(|message| {
+                            ingest_error(
+                                c,
+                                IngestError::File {
+                                    file: f.file.path.clone(),
+                                    message,
+                                },
+                            )
+                        })?;
+                    f.file.location = dest;
+                }
+            }
             let w = ingest::write_source(
                 lake.file_io(),
                 md,

@@ -27,6 +27,9 @@ pub struct SourceFile {
     pub mtime_ms: i64,
     #[serde(skip)]
     pub format: Option<SourceFormat>,
+    /// The object's ETag (S3 sources): the content identity, no download needed.
+    #[serde(skip)]
+    pub etag: Option<String>,
 }
 
 /// What the ledger recorded for an ingested file.
@@ -89,6 +92,7 @@ pub fn list_local(uri: &str, base: &Path) -> Result<Vec<SourceFile>, String> {
                 location: p,
                 size: md.len(),
                 mtime_ms,
+                etag: None,
             })
         })
         .collect()
@@ -186,7 +190,10 @@ pub fn state_of(
     if done.size == file.size && done.mtime_ms == file.mtime_ms {
         return Ok(FileState::Ingested);
     }
-    let hash = content_hash(&file.location)?;
+    let hash = match &file.etag {
+        Some(etag) => format!("etag:{etag}"),
+        None => content_hash(&file.location)?,
+    };
     if hash == done.hash {
         Ok(FileState::Ingested)
     } else {

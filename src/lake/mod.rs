@@ -278,12 +278,33 @@ impl Lake {
     }
 }
 
+/// Local warehouses use iceberg's local file IO; `s3://` ones OpenDAL's S3 storage with
+/// the lakehouse's `storage` options (`s3.endpoint`, `s3.region`, keys,
+/// `s3.path-style-access`, which defaults to true when an endpoint is set: MinIO).
 fn file_io_for(config: &LakeConfig) -> Result<FileIO, LakeError> {
     let w = config.warehouse.as_str();
     if w.starts_with("s3://") || w.starts_with("s3a://") {
-        return Err(LakeError::Unsupported(
-            "S3 warehouses are not supported yet; use a local directory".into(),
-        ));
+        let mut props: Vec<(String, String)> = config
+            .storage
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if config.storage.contains_key("s3.endpoint")
+            && !config.storage.contains_key("s3.path-style-access")
+        {
+            props.push(("s3.path-style-access".into(), "true".into()));
+        }
+        let factory = iceberg_storage_opendal::OpenDalResolvingStorageFactory::new();
+        return Ok(
+            iceberg::io::FileIOBuilder::new(std::sync::Arc::new(factory))
+                .with_props(props)
+                .build(),
+        );
+    }
+    if w.contains("://") && !w.starts_with("file://") {
+        return Err(LakeError::Unsupported(format!(
+            "warehouse `{w}`: only local directories, file:// and s3:// are supported"
+        )));
     }
     Ok(FileIO::new_with_fs())
 }

@@ -54,7 +54,11 @@ pub type Listed = Result<Vec<(SourceFile, FileState)>, String>;
 
 /// Reads the actual state of every declared table (`lake` is `None` when the catalog
 /// does not exist yet: everything is absent).
-pub async fn observe(lake: Option<&Lake>, set: &ManifestSet) -> Result<Actual, LakeError> {
+pub async fn observe(
+    lake: Option<&Lake>,
+    set: &ManifestSet,
+    config: &LakeConfig,
+) -> Result<Actual, LakeError> {
     let mut actual = Actual::default();
     if let Some(lake) = lake {
         observe_tables(lake, set, &mut actual).await?;
@@ -66,25 +70,30 @@ pub async fn observe(lake: Option<&Lake>, set: &ManifestSet) -> Result<Actual, L
             .map(|s| ledger::ingested_files(&s.metadata))
             .unwrap_or_default();
         let base = t.file.parent().unwrap_or(std::path::Path::new("."));
-        let listed = t
-            .value
-            .spec
-            .sources
-            .iter()
-            .map(|src| list_source(src, base, &ledger))
-            .collect();
+        let mut listed = Vec::new();
+        for src in &t.value.spec.sources {
+            listed.push(list_source(src, base, &ledger, config).await);
+        }
         actual.sources.insert(t.table_name(), listed);
     }
     Ok(actual)
 }
 
-fn list_source(
+async fn list_source(
     src: &SourceSpec,
     base: &std::path::Path,
     ledger: &HashMap<String, crate::ingest::IngestedFile>,
+    config: &LakeConfig,
 ) -> Listed {
     if src.uri.starts_with("s3://") || src.uri.starts_with("s3a://") {
-        return Err("S3 sources are not supported yet; use a local path".into());
+        let files = crate::ingest::s3::list(&src.uri, &config.storage).await?;
+        return files
+            .into_iter()
+            .map(|f| {
+                let state = files::state_of(&f, ledger).map_err(|e| format!("{}: {e}", f.path))?;
+                Ok((f, state))
+            })
+            .collect();
     }
     let files = files::list_local(&src.uri, base)?;
     files
@@ -206,6 +215,9 @@ pub struct IngestFile {
     pub format: SourceFormat,
     /// `new`, or `changed` (appended again under `onChange: append`).
     pub reason: String,
+    /// ETag of an S3 object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 impl IngestChange {
@@ -473,6 +485,7 @@ fn diff_source(
             mtime_ms: f.mtime_ms,
             format,
             reason: reason.into(),
+            etag: f.etag.clone(),
         });
     }
     if out.is_empty() {

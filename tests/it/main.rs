@@ -7,3 +7,4 @@ mod corpus;
 mod evolve;
 mod ingest;
 mod oracle;
+mod s3;

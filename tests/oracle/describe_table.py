@@ -38,7 +38,13 @@ def walk(fields, prefix, out):
 
 def main():
     db, name, ident = sys.argv[1:4]
-    cat = SqlCatalog(name, uri=f"sqlite:///{os.path.abspath(db)}")
+    props = {}
+    if os.environ.get("LAKECTL_S3_ENDPOINT"):  # an S3 warehouse (tests/it/s3.rs)
+        props = {"s3.endpoint": os.environ["LAKECTL_S3_ENDPOINT"], "s3.region": "us-east-1",
+                 "s3.access-key-id": os.environ["LAKECTL_S3_KEY"],
+                 "s3.secret-access-key": os.environ["LAKECTL_S3_SECRET"],
+                 "s3.force-virtual-addressing": "false"}
+    cat = SqlCatalog(name, uri=f"sqlite:///{os.path.abspath(db)}", **props)
     t = cat.load_table(ident)
     schema = t.schema()
     out = {
