@@ -643,10 +643,16 @@ fn check_columns(
             ));
         }
         if let Some(first) = names.insert(c.name.to_ascii_lowercase(), i) {
+            let other = &cols[first].name;
+            let why = if other == &c.name {
+                String::new()
+            } else {
+                format!(", differs only in case from `{other}`: engines such as Spark match names ignoring case")
+            };
             errors.push(t.error_at(
                 &child(&cpath, "name"),
                 format!(
-                    "duplicate column `{}` (first at {})",
+                    "duplicate column `{}` (first at {}){why}",
                     c.name,
                     t.where_is(&child(&item(path, first), "name"))
                 ),

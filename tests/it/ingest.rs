@@ -475,3 +475,57 @@ async fn readers_agree_with_lakectl_query_on_every_snapshot() {
         }
     }
 }
+
+#[tokio::test]
+async fn csv_options_mapping_defaults_case_and_strict() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.root().join("data")).unwrap();
+    // Semicolons, a custom null, day-first timestamps, other names and case.
+    std::fs::write(
+        p.root().join("data/export.csv"),
+        "ORDER_ID;Ts;Qty;Price\n1;01/03/2024 10:30;5;NA\n2;02/03/2024 11:00;NA;2.5\n",
+    )
+    .unwrap();
+    let source = "    - name: export\n      uri: ../data/export.csv\n      caseInsensitive: true\n      columns:\n        ORDER_ID: id\n      defaults:\n        region: unknown\n      csv:\n        delimiter: \";\"\n        nullString: NA\n        timestampFormat: \"%d/%m/%Y %H:%M\"\n";
+    p.write("sales.yaml", &sales(source));
+    p.apply_converges();
+    let v = query(
+        &p,
+        "select id, cast(ts as varchar) as ts, region, qty, price from shop.sales order by id",
+        None,
+    );
+    assert_eq!(v[0]["id"], 1);
+    assert!(
+        v[0]["ts"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-03-01T10:30:00"),
+        "{v}"
+    );
+    assert_eq!(v[0]["region"], "unknown");
+    assert_eq!(v[0]["qty"], 5);
+    assert!(
+        v[0].get("price").is_none_or(|x| x.is_null()),
+        "NA is null: {v}"
+    );
+    assert!(
+        v[1].get("qty").is_none_or(|x| x.is_null()),
+        "NA is null: {v}"
+    );
+    assert_eq!(v[1]["price"], 2.5);
+
+    // Strict: a source column with no table column fails at the header.
+    std::fs::write(
+        p.root().join("data/extra.csv"),
+        "id,ts,coupon\n3,2024-03-01T00:00:00Z,X1\n",
+    )
+    .unwrap();
+    p.write(
+        "sales.yaml",
+        &sales("    - name: extra\n      uri: ../data/extra.csv\n      strict: true\n"),
+    );
+    let out = p.run(&["apply", "manifests"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(t.contains("../data/extra.csv:1:3: source column `coupon` is not a column of the table (strict source)"), "{t}");
+}
