@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use iceberg::{TableRequirement, TableUpdate};
+use iceberg::TableUpdate;
 
 use super::ApplyError;
 use crate::ingest::{self, FileToIngest, IngestError, Progress, SourceFile, Written};
@@ -160,23 +160,11 @@ pub async fn apply_ingest(
         let updates = vec![
             TableUpdate::AddSnapshot { snapshot },
             TableUpdate::SetSnapshotRef {
-                ref_name: branch.clone(),
+                ref_name: branch,
                 reference,
             },
         ];
-        let requirements = vec![
-            TableRequirement::UuidMatch { uuid: md.uuid() },
-            TableRequirement::RefSnapshotIdMatch {
-                r#ref: branch,
-                snapshot_id: md.current_snapshot_id(),
-            },
-            TableRequirement::CurrentSchemaIdMatch {
-                current_schema_id: md.current_schema_id(),
-            },
-            TableRequirement::DefaultSpecIdMatch {
-                default_spec_id: md.default_partition_spec_id(),
-            },
-        ];
+        let requirements = crate::lake::pin_state(md);
         if attempt == 0 {
             super::fault_delay().await;
         }

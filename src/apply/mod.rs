@@ -339,13 +339,7 @@ async fn create(
         TableMetadataBuilder::new(schema, spec, sort, location, FormatVersion::V2, props)?
             .build()?
             .metadata;
-    let snapshot = metadata_only_snapshot(
-        lake.file_io(),
-        &metadata,
-        metadata.current_schema_id(),
-        annotation,
-    )
-    .await?;
+    let snapshot = metadata_only_snapshot(lake.file_io(), &metadata, annotation).await?;
     let (branch, reference) = main_branch(snapshot.snapshot_id());
     let metadata = metadata
         .into_builder(None)
@@ -409,40 +403,13 @@ async fn materialize(
     }
     // The snapshot records the schema this change leaves current.
     let staged = builder.clone().build()?.metadata;
-    let snapshot = metadata_only_snapshot(
-        lake.file_io(),
-        &staged,
-        staged.current_schema_id(),
-        annotation,
-    )
-    .await?;
+    let snapshot = metadata_only_snapshot(lake.file_io(), &staged, annotation).await?;
     let (branch, reference) = main_branch(snapshot.snapshot_id());
     let updates = builder
         .add_snapshot(snapshot)?
         .set_ref(&branch, reference)?
         .build()?
         .changes;
-    let requirements = vec![
-        TableRequirement::UuidMatch { uuid: md.uuid() },
-        TableRequirement::RefSnapshotIdMatch {
-            r#ref: branch,
-            snapshot_id: md.current_snapshot_id(),
-        },
-        TableRequirement::CurrentSchemaIdMatch {
-            current_schema_id: md.current_schema_id(),
-        },
-        TableRequirement::LastAssignedFieldIdMatch {
-            last_assigned_field_id: md.last_column_id(),
-        },
-        TableRequirement::DefaultSpecIdMatch {
-            default_spec_id: md.default_partition_spec_id(),
-        },
-        TableRequirement::LastAssignedPartitionIdMatch {
-            last_assigned_partition_id: md.last_partition_id(),
-        },
-        TableRequirement::DefaultSortOrderIdMatch {
-            default_sort_order_id: md.default_sort_order_id(),
-        },
-    ];
+    let requirements = crate::lake::pin_state(md);
     Ok((requirements, updates))
 }

@@ -309,6 +309,34 @@ fn file_io_for(config: &LakeConfig) -> Result<FileIO, LakeError> {
     Ok(FileIO::new_with_fs())
 }
 
+/// Requirements that pin everything a change read from `md`: the table's uuid, the
+/// `main` snapshot, the current schema, spec and sort order, and the last assigned
+/// column and partition ids. Any concurrent commit makes one of them fail.
+pub fn pin_state(md: &TableMetadata) -> Vec<TableRequirement> {
+    vec![
+        TableRequirement::UuidMatch { uuid: md.uuid() },
+        TableRequirement::RefSnapshotIdMatch {
+            r#ref: iceberg::spec::MAIN_BRANCH.to_string(),
+            snapshot_id: md.current_snapshot_id(),
+        },
+        TableRequirement::CurrentSchemaIdMatch {
+            current_schema_id: md.current_schema_id(),
+        },
+        TableRequirement::LastAssignedFieldIdMatch {
+            last_assigned_field_id: md.last_column_id(),
+        },
+        TableRequirement::DefaultSpecIdMatch {
+            default_spec_id: md.default_partition_spec_id(),
+        },
+        TableRequirement::LastAssignedPartitionIdMatch {
+            last_assigned_partition_id: md.last_partition_id(),
+        },
+        TableRequirement::DefaultSortOrderIdMatch {
+            default_sort_order_id: md.default_sort_order_id(),
+        },
+    ]
+}
+
 /// Runs `attempt` until it does not return a `Conflict`, with exponential backoff and
 /// jitter (50 ms doubling, at most `max_attempts`). Each attempt must re-read the table:
 /// a retry is a rebase on fresh state, never a blind overwrite.

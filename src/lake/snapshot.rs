@@ -29,63 +29,17 @@ pub fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
     }
 }
 
-/// A snapshot that changes no data: same manifests as its parent (in a new manifest
-/// list, so expiring the parent never removes a file this one needs), `append` with no
-/// added files, totals carried over, and lakectl's annotation. Its `schema-id` is the
-/// schema current after the change, so the audit log shows which schema each change
-/// produced and a scan of it sees the new columns.
+/// A snapshot that changes no data: an append of no files (same manifests as its
+/// parent, in a new manifest list, so expiring the parent never removes a file this
+/// one needs; totals carried over) with lakectl's annotation. Its `schema-id` is the
+/// current schema of `metadata`, the one the change produced, so the audit log shows
+/// which schema each change made and a scan of it sees the new columns.
 pub async fn metadata_only_snapshot(
     file_io: &FileIO,
     metadata: &TableMetadata,
-    schema_id: i32,
     annotation: &Annotation,
 ) -> iceberg::Result<Snapshot> {
-    let parent = metadata.current_snapshot();
-    let snapshot_id = new_snapshot_id(metadata);
-    let sequence_number = metadata.next_sequence_number();
-    let manifests = match parent {
-        Some(p) => {
-            let bytes = file_io.new_input(p.manifest_list())?.read().await?;
-            ManifestList::parse_with_version(&bytes, metadata.format_version())?
-                .consume_entries()
-                .into_iter()
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let path = format!(
-        "{}/metadata/snap-{snapshot_id}-1-{}.avro",
-        metadata.location().trim_end_matches('/'),
-        uuid::Uuid::new_v4()
-    );
-    let mut writer = ManifestListWriter::v2(
-        file_io.new_output(&path)?.writer().await?,
-        snapshot_id,
-        parent.map(|p| p.snapshot_id()),
-        sequence_number,
-    );
-    writer.add_manifests(manifests.into_iter())?;
-    writer.close().await?;
-
-    let mut props = annotation.to_summary();
-    for key in TOTALS {
-        let v = parent
-            .and_then(|p| p.summary().additional_properties.get(key).cloned())
-            .unwrap_or_else(|| "0".to_string());
-        props.insert(key.to_string(), v);
-    }
-    Ok(Snapshot::builder()
-        .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
-        .with_sequence_number(sequence_number)
-        .with_timestamp_ms(chrono_now_ms().max(metadata.last_updated_ms()))
-        .with_manifest_list(path)
-        .with_summary(Summary {
-            operation: Operation::Append,
-            additional_properties: props,
-        })
-        .with_schema_id(schema_id)
-        .build())
+    append_snapshot(file_io, metadata, Vec::new(), annotation.to_summary()).await
 }
 
 /// The ref update that makes `snapshot_id` the head of `main`.
