@@ -118,3 +118,28 @@ fn walk(dir: &Path) -> Vec<(String, u64)> {
     }
     out
 }
+
+#[test]
+fn the_json_schema_describes_both_kinds_and_type_strings() {
+    let out = std::process::Command::new(crate::common::LAKECTL)
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let text = schema.to_string();
+    for needle in [
+        "TableManifest",
+        "LakehouseManifest",
+        "renamedFrom",
+        "allowDestructive",
+        "onError",
+        "bucket\\\\[\\\\d+\\\\]",
+    ] {
+        assert!(text.contains(needle), "the schema lacks {needle}");
+    }
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+}
