@@ -51,12 +51,12 @@ async fn two_processes_commit_to_one_table_and_both_changes_land() {
         "b",
         &table("    - name: b\n      type: int\n", "pb: \"2\""),
     );
-    // Both plan on the same state, then hold 1.5 s before committing: the commits race.
+    // Both plan on the same state, then hold 3 s before committing: the commits race.
     let spawn = |dir: &Path| {
         Command::new(LAKECTL)
             .arg("apply")
             .arg(dir)
-            .env("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS", "1500")
+            .env("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS", "3000")
             .env("RUST_LOG", "lakectl=info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
