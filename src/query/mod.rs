@@ -129,7 +129,7 @@ async fn provider(
     lake: &Lake,
     state: &TableState,
     as_of: Option<AsOf>,
-) -> Result<Arc<IcebergStaticTableProvider>, QueryError> {
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
     let table = Table::builder()
         .file_io(lake.file_io().clone())
         .metadata_location(state.metadata_location.clone())
@@ -139,11 +139,18 @@ async fn provider(
         .runtime(iceberg::Runtime::try_current()?)
         .build()?;
     let snapshot = snapshot_for(&state.metadata, as_of).map_err(QueryError::AsOf)?;
-    let p = match snapshot {
-        Some(id) => IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await?,
-        None => IcebergStaticTableProvider::try_new_from_table(table).await?,
-    };
-    Ok(Arc::new(p))
+    Ok(match snapshot {
+        Some(id) => {
+            Arc::new(IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await?)
+        }
+        // A table with no snapshot yet, or none at that time: empty, with its schema.
+        None => {
+            let schema = iceberg::arrow::schema_to_arrow_schema(state.metadata.current_schema())?;
+            Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::new(
+                schema,
+            )))
+        }
+    })
 }
 
 /// Runs one read-only SQL statement.

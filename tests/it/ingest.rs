@@ -136,6 +136,36 @@ async fn csv_glob_is_ingested_once_and_a_new_file_alone_next_time() {
     );
     assert_eq!(hist["snapshots"][0]["added_records"], 25);
     assert_eq!(hist["snapshots"][0]["current"], true);
+
+    // Time travel by timestamp: the table as `main` was when the first ingest landed,
+    // and before the table existed at all.
+    let first_ingest = hist["snapshots"][1]["time"].as_str().unwrap().to_string();
+    let out = p.run(&[
+        "query",
+        "select count(*) as n from shop.sales",
+        "--as-of",
+        &first_ingest,
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().nth(1),
+        Some("150")
+    );
+    let out = p.run(&[
+        "query",
+        "select count(*) as n from shop.sales",
+        "--as-of",
+        "2000-01-01T00:00:00Z",
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().nth(1),
+        Some("0")
+    );
 }
 
 #[tokio::test]
