@@ -7,5 +7,6 @@ pub mod apply;
 pub mod ingest;
 pub mod lake;
 pub mod manifest;
+pub mod mutate;
 pub mod plan;
 pub mod query;

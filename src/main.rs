@@ -48,11 +48,61 @@ enum Command {
         dir: PathBuf,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Count the rows each pending mutation matches now (reads the candidate files).
+        #[arg(long)]
+        estimate: bool,
     },
     /// Make the tables match the manifests: one Iceberg commit per change. Exit 0 or 1.
     Apply {
         #[arg(default_value = "manifests")]
         dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Apply a held-back change again (its change id, as `plan` lists it). Repeatable.
+        #[arg(long, value_name = "CHANGE_ID")]
+        reapply: Vec<String>,
+        /// Tag the snapshot each changed table ends at (a restore point `expire` keeps).
+        #[arg(long, value_name = "NAME")]
+        tag: Option<String>,
+    },
+    /// Move a table's `main` back to an earlier snapshot, restoring its data, schema,
+    /// partition spec and sort order. The changes taken out are held back.
+    Rollback {
+        /// `namespace.table`
+        table: String,
+        /// The snapshot id to go back to.
+        #[arg(long, group = "target")]
+        to: Option<i64>,
+        /// The newest snapshot of `main` at or before this time (RFC 3339).
+        #[arg(long, group = "target")]
+        to_time: Option<String>,
+        /// Go back N snapshots along `main`.
+        #[arg(long, group = "target")]
+        steps: Option<usize>,
+        /// Print what would change; commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Remove old snapshots and the files only they reference, by the table's
+    /// `spec.retention` (tags and refs are always kept).
+    Expire {
+        /// `namespace.table`
+        table: String,
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Snapshots of `main` to keep whatever their age (default: manifest, else 5).
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Keep snapshots younger than this many days (default: manifest, else 7).
+        #[arg(long)]
+        max_age_days: Option<u64>,
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -133,8 +183,47 @@ fn main() -> ExitCode {
             0
         }
         Command::Validate { dir, output } => validate(&dir, output),
-        Command::Plan { dir, output } => runtime.block_on(plan_cmd(&dir, output, style)),
-        Command::Apply { dir, output } => runtime.block_on(apply_cmd(&dir, output, style)),
+        Command::Plan {
+            dir,
+            output,
+            estimate,
+        } => runtime.block_on(plan_cmd(&dir, output, estimate, style)),
+        Command::Apply {
+            dir,
+            output,
+            reapply,
+            tag,
+        } => runtime.block_on(apply_cmd(&dir, output, reapply, tag, style)),
+        Command::Rollback {
+            table,
+            to,
+            to_time,
+            steps,
+            dry_run,
+            manifests,
+            output,
+        } => runtime.block_on(rollback_cmd(
+            &manifests,
+            &table,
+            (to, to_time, steps),
+            dry_run,
+            output,
+            style,
+        )),
+        Command::Expire {
+            table,
+            dry_run,
+            keep_last,
+            max_age_days,
+            manifests,
+            output,
+        } => runtime.block_on(expire_cmd(
+            &manifests,
+            &table,
+            (keep_last, max_age_days),
+            dry_run,
+            output,
+        )),
         Command::Query {
             sql,
             manifests,
@@ -198,7 +287,8 @@ async fn make_plan(
     dir: &Path,
     output: Output,
     create: bool,
-) -> Result<(plan::Plan, Option<Lake>), u8> {
+    options: &plan::DiffOptions,
+) -> Result<(plan::Plan, Option<Lake>, ManifestSet), u8> {
     let set = ManifestSet::load_valid(dir).map_err(|d| {
         print_diagnostics(&d, output);
         1u8
@@ -222,14 +312,27 @@ async fn make_plan(
             eprintln!("error: {e}");
             1u8
         })?;
-    Ok((plan::diff(&set, &actual, config), lake))
+    Ok((plan::diff_with(&set, &actual, config, options), lake, set))
 }
 
-async fn plan_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
-    let (plan, _) = match make_plan(dir, output, false).await {
+async fn plan_cmd(dir: &Path, output: Output, estimate: bool, style: render::Style) -> u8 {
+    let (mut plan, lake, _) = match make_plan(dir, output, false, &Default::default()).await {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let (true, Some(lake)) = (estimate, &lake) {
+        for c in plan.changes.iter_mut() {
+            if let plan::Change::Mutation(m) = c {
+                match apply::mutate::estimate(lake, m).await {
+                    Ok(n) => m.estimate = n,
+                    Err(e) => {
+                        eprintln!("error: estimating mutation `{}`: {e}", m.name);
+                        return 1;
+                    }
+                }
+            }
+        }
+    }
     match output {
         Output::Text => print!("{}", render::text(&plan, style)),
         Output::Json => println!(
@@ -246,11 +349,26 @@ async fn plan_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
     }
 }
 
-async fn apply_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
-    let (plan, lake) = match make_plan(dir, output, true).await {
+async fn apply_cmd(
+    dir: &Path,
+    output: Output,
+    reapply: Vec<String>,
+    tag: Option<String>,
+    style: render::Style,
+) -> u8 {
+    let options = plan::DiffOptions {
+        reapply: reapply.clone(),
+    };
+    let (plan, lake, set) = match make_plan(dir, output, true, &options).await {
         Ok(p) => p,
         Err(code) => return code,
     };
+    for id in &reapply {
+        if !plan.release.iter().any(|(_, r)| r == id) {
+            eprintln!("error: --reapply {id}: no table holds back a change with this id");
+            return 1;
+        }
+    }
     let Some(lake) = lake else { return 1 };
     if output == Output::Text {
         print!("{}", render::text(&plan, style));
@@ -272,6 +390,24 @@ async fn apply_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
                 .snapshot_id
                 .map(|s| format!(" (snapshot {s})"))
                 .unwrap_or_default();
+            let mutation = a
+                .mutation
+                .as_ref()
+                .map(|m| {
+                    if m.already_applied {
+                        ": already applied".to_string()
+                    } else {
+                        format!(
+                            ": {} row(s) changed; {} file(s) rewritten, {} removed, {} untouched ({} read)",
+                            m.rows_changed,
+                            m.files_rewritten,
+                            m.files_removed,
+                            m.files_untouched,
+                            m.files_read
+                        )
+                    }
+                })
+                .unwrap_or_default();
             let extra = a
                 .ingest
                 .as_ref()
@@ -290,7 +426,8 @@ async fn apply_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
                         i.files, i.records, i.data_files
                     )
                 })
-                .unwrap_or_default();
+                .unwrap_or_default()
+                + &mutation;
             bar.println(format!(
                 "{} {} {}{extra}{snap}",
                 style.green("✓"),
@@ -301,6 +438,12 @@ async fn apply_cmd(dir: &Path, output: Output, style: render::Style) -> u8 {
     })
     .await;
     bar.finish();
+    let result = match result {
+        Ok(applied) => tag_applied(&lake, &set, &applied, tag.as_deref(), output, style)
+            .await
+            .map(|_| applied),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(applied) => {
             match output {
@@ -500,6 +643,233 @@ async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Sty
                 }
             }
             println!("\n* current   x not in main (rolled back)");
+        }
+    }
+    0
+}
+
+/// Tags the snapshot each changed table ended at: `--tag NAME`, and
+/// `lakectl-apply-<time>` where the manifest sets `spec.retention.tagApplies`.
+async fn tag_applied(
+    lake: &Lake,
+    set: &ManifestSet,
+    applied: &[apply::Applied],
+    tag: Option<&str>,
+    output: Output,
+    style: render::Style,
+) -> Result<(), apply::ApplyError> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let mut last: Vec<(String, i64)> = Vec::new();
+    for a in applied {
+        let table = a.target.split(' ').next().unwrap_or(&a.target).to_string();
+        if let Some(id) = a.snapshot_id {
+            last.retain(|(t, _)| *t != table);
+            last.push((table, id));
+        }
+    }
+    for (table, id) in last {
+        let Some(m) = set.tables.iter().find(|t| t.table_name() == table) else {
+            continue;
+        };
+        let r = &m.value.spec.retention;
+        let max_age = r.tag_max_age_days.map(|d| d as i64 * 86_400_000);
+        let mut names: Vec<String> = tag.map(|t| vec![t.to_string()]).unwrap_or_default();
+        if r.tag_applies {
+            names.push(format!("lakectl-apply-{stamp}"));
+        }
+        let ident = plan::ident_of(&table);
+        for name in names {
+            apply::expire::tag(lake, &ident, &name, id, max_age).await?;
+            if output == Output::Text {
+                println!(
+                    "{} tag {table} snapshot {id} as {}",
+                    style.green("✓"),
+                    style.bold(&name)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn table_ident(table: &str) -> Result<iceberg::TableIdent, u8> {
+    let Some((ns, name)) = table.rsplit_once('.') else {
+        eprintln!("error: name the table as namespace.table");
+        return Err(1);
+    };
+    iceberg::NamespaceIdent::from_strs(ns.split('.'))
+        .map(|n| iceberg::TableIdent::new(n, name.to_string()))
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            1
+        })
+}
+
+async fn rollback_cmd(
+    dir: &Path,
+    table: &str,
+    target: (Option<i64>, Option<String>, Option<usize>),
+    dry_run: bool,
+    output: Output,
+    style: render::Style,
+) -> u8 {
+    use apply::rollback::Target;
+    let target = match target {
+        (Some(id), None, None) => Target::Snapshot(id),
+        (None, Some(t), None) => match chrono::DateTime::parse_from_rfc3339(&t) {
+            Ok(t) => Target::Time(t.timestamp_millis()),
+            Err(e) => {
+                eprintln!("error: --to-time {t}: {e} (use RFC 3339, e.g. 2024-05-01T12:00:00Z)");
+                return 1;
+            }
+        },
+        (None, None, Some(n)) => Target::Steps(n),
+        _ => {
+            eprintln!(
+                "error: give exactly one of --to SNAPSHOT_ID, --to-time TIMESTAMP, --steps N"
+            );
+            return 1;
+        }
+    };
+    let ident = match table_ident(table) {
+        Ok(i) => i,
+        Err(c) => return c,
+    };
+    let lake = match open_lake(dir).await {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    let r = match apply::rollback::rollback(&lake, &ident, target, dry_run).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"format_version": "1", "rollback": r})
+            )
+            .unwrap_or_default()
+        ),
+        Output::Text => {
+            let from = r
+                .from_snapshot
+                .map(|s| s.to_string())
+                .unwrap_or("none".into());
+            println!(
+                "{} rollback {}: main {from} → {} ({})",
+                style.yellow("~"),
+                style.bold(&r.table),
+                r.to_snapshot,
+                r.to_time
+            );
+            if let (Some(a), Some(b)) = (r.rows_before, r.rows_after) {
+                println!("    rows: {a} → {b}");
+            }
+            if let Some((a, b)) = r.schema_id {
+                println!("    schema: {a} → {b}");
+                print!(
+                    "{}",
+                    render::schema_diff(&r.schema_before, &r.schema_after, style)
+                );
+            }
+            if let Some((a, b)) = r.spec_id {
+                println!("    partition spec: {a} → {b}");
+            }
+            if let Some((a, b)) = r.sort_order_id {
+                println!("    sort order: {a} → {b}");
+            }
+            for h in &r.held_back {
+                println!(
+                    "    {} {} `{}`: {}  [{}]",
+                    style.yellow("held back:"),
+                    h.change,
+                    h.snapshot_id,
+                    h.details,
+                    h.change_id
+                );
+            }
+            for id in &r.released {
+                println!("    {} {id}", style.green("back in main:"));
+            }
+            if r.committed {
+                println!("\nRollback complete. Held-back changes stay out until the manifest drops them or `lakectl apply --reapply ID`.");
+            } else {
+                println!("\nDry run: nothing was changed.");
+            }
+        }
+    }
+    0
+}
+
+async fn expire_cmd(
+    dir: &Path,
+    table: &str,
+    overrides: (Option<u32>, Option<u64>),
+    dry_run: bool,
+    output: Output,
+) -> u8 {
+    let ident = match table_ident(table) {
+        Ok(i) => i,
+        Err(c) => return c,
+    };
+    let lake = match open_lake(dir).await {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    let spec = manifest::load(dir)
+        .ok()
+        .and_then(|set| {
+            set.tables
+                .iter()
+                .find(|t| t.table_name() == table)
+                .map(|t| t.value.spec.retention.clone())
+        })
+        .unwrap_or_default();
+    let mut retention = apply::expire::Retention::from_spec(&spec);
+    if let Some(n) = overrides.0 {
+        retention.keep_last = n.max(1) as usize;
+    }
+    if let Some(d) = overrides.1 {
+        retention.max_age_ms = d as i64 * 86_400_000;
+    }
+    let e = match apply::expire::expire(&lake, &ident, retention, dry_run).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"format_version": "1", "expire": e}))
+                .unwrap_or_default()
+        ),
+        Output::Text => {
+            println!(
+                "{}: {} snapshot(s) to expire, {} kept; {} file(s) ({}) only they reference; {} tag(s) past their age",
+                e.table,
+                e.expired_snapshots.len(),
+                e.kept_snapshots,
+                e.files_to_delete.len(),
+                lakectl::ingest::files::human_size(e.bytes_to_delete),
+                e.expired_refs.len()
+            );
+            for id in &e.expired_snapshots {
+                println!("  - snapshot {id}");
+            }
+            if e.committed {
+                println!(
+                    "Expired. {} file(s) deleted; {} ledger entr(ies) archived.",
+                    e.files_deleted, e.archived_changes
+                );
+            } else if dry_run {
+                println!("Dry run: nothing was changed.");
+            }
         }
     }
     0

@@ -17,7 +17,10 @@
 //! order (namespaces first); each is atomic, so an apply stopped by an error (or a
 //! crash) leaves every table at its old or its new state.
 
+pub mod expire;
 pub mod ingest;
+pub mod mutate;
+pub mod rollback;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -74,6 +77,8 @@ pub struct Applied {
     pub metadata_location: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingest: Option<ingest::IngestOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutation: Option<mutate::MutationOutcome>,
 }
 
 /// How many times a conflicting commit is retried on fresh state.
@@ -90,6 +95,9 @@ pub async fn apply(
     if !plan.errors.is_empty() {
         return Err(ApplyError::Refused(plan.errors.len()));
     }
+    for (table, id) in &plan.release {
+        release_held(lake, table, id).await?;
+    }
     let mut done = Vec::new();
     for change in &plan.changes {
         let applied = match change {
@@ -103,6 +111,7 @@ pub async fn apply(
                     snapshot_id: None,
                     metadata_location: None,
                     ingest: None,
+                    mutation: None,
                 }
             }
             Change::Table(t) => {
@@ -118,6 +127,7 @@ pub async fn apply(
                     snapshot_id: state.metadata.current_snapshot_id(),
                     metadata_location: Some(state.metadata_location),
                     ingest: None,
+                    mutation: None,
                 }
             }
             Change::Ingest(c) => {
@@ -128,6 +138,18 @@ pub async fn apply(
                     snapshot_id: outcome.snapshot_id,
                     metadata_location: state.map(|s| s.metadata_location),
                     ingest: Some(outcome),
+                    mutation: None,
+                }
+            }
+            Change::Mutation(m) => {
+                let (outcome, state) = mutate::apply_mutation(lake, m).await?;
+                Applied {
+                    change: "mutation".into(),
+                    target: format!("{} `{}`", m.table, m.name),
+                    snapshot_id: outcome.snapshot_id,
+                    metadata_location: Some(state.metadata_location),
+                    ingest: None,
+                    mutation: Some(outcome),
                 }
             }
         };
@@ -412,4 +434,43 @@ async fn materialize(
         .changes;
     let requirements = crate::lake::pin_state(md);
     Ok((requirements, updates))
+}
+
+/// Takes `id` off the table's held-back list (`apply --reapply ID`), in its own commit
+/// (a property change, no snapshot), so the plan's change applies it again.
+pub async fn release_held(lake: &Lake, table: &str, id: &str) -> Result<(), ApplyError> {
+    let ident = crate::plan::ident_of(table);
+    retry_on_conflict(MAX_ATTEMPTS, |_| {
+        let ident = ident.clone();
+        async move {
+            let state = lake
+                .load_table(&ident)
+                .await?
+                .ok_or_else(|| LakeError::NoSuchTable(table.to_string()))?;
+            let mut held = crate::lake::ledger::held_back(&state.metadata);
+            let before = held.len();
+            held.retain(|h| h.change_id != id);
+            if held.len() == before {
+                return Ok(());
+            }
+            let update = TableUpdate::SetProperties {
+                updates: HashMap::from([(
+                    crate::lake::ledger::HELD_BACK.to_string(),
+                    serde_json::to_string(&held).unwrap_or_default(),
+                )]),
+            };
+            lake.commit(
+                &ident,
+                &crate::lake::pin_state(&state.metadata),
+                vec![update],
+            )
+            .await
+            .map(|_| ())
+        }
+    })
+    .await
+    .map_err(|source| ApplyError::Commit {
+        table: table.to_string(),
+        source,
+    })
 }

@@ -73,12 +73,61 @@ pub fn ancestry(metadata: &TableMetadata) -> Vec<iceberg::spec::SnapshotRef> {
     out
 }
 
-/// Change ids lakectl applied to the current state of the table, newest first.
+/// Change ids lakectl applied to the current state of the table, newest first (then
+/// those of expired snapshots, from the archive).
 pub fn applied_change_ids(metadata: &TableMetadata) -> Vec<String> {
-    ancestry(metadata)
+    let mut ids: Vec<String> = ancestry(metadata)
         .iter()
         .filter_map(|s| s.summary().additional_properties.get(CHANGE_ID).cloned())
-        .collect()
+        .collect();
+    ids.extend(archive(metadata).changes);
+    ids
+}
+
+/// Table property: changes a rollback took out of `main` (JSON array of [`HeldBack`]).
+/// `plan` and `apply` do not apply them again until the manifest drops them or
+/// `apply --reapply ID` releases one.
+pub const HELD_BACK: &str = "lakectl.held-back";
+
+/// A change a rollback took out of `main`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldBack {
+    pub change_id: String,
+    pub change: String,
+    pub details: String,
+    /// The snapshot that had applied it.
+    pub snapshot_id: i64,
+    /// For an ingest: the ledger paths of its files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+}
+
+pub fn held_back(metadata: &TableMetadata) -> Vec<HeldBack> {
+    metadata
+        .properties()
+        .get(HELD_BACK)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
+}
+
+/// Table property: the ledger of snapshots `lakectl expire` removed (change ids and
+/// ingested files), so expiry never makes lakectl apply a change twice.
+pub const ARCHIVE: &str = "lakectl.ledger-archive";
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Archive {
+    #[serde(default)]
+    pub changes: Vec<String>,
+    #[serde(default)]
+    pub ingested: Vec<crate::ingest::IngestedFile>,
+}
+
+pub fn archive(metadata: &TableMetadata) -> Archive {
+    metadata
+        .properties()
+        .get(ARCHIVE)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
 }
 
 /// Summary key listing the files an ingest snapshot appended (JSON array of
@@ -93,6 +142,9 @@ pub const REJECTED: &str = "lakectl.rejected-rows";
 /// (the newest record wins when a changed file was appended again).
 pub fn ingested_files(metadata: &TableMetadata) -> HashMap<String, crate::ingest::IngestedFile> {
     let mut out = HashMap::new();
+    for f in archive(metadata).ingested {
+        out.insert(f.path.clone(), f);
+    }
     for s in ancestry(metadata).iter().rev() {
         if let Some(json) = s.summary().additional_properties.get(INGESTED) {
             if let Ok(files) = serde_json::from_str::<Vec<crate::ingest::IngestedFile>>(json) {

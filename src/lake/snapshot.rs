@@ -42,6 +42,18 @@ pub async fn metadata_only_snapshot(
     append_snapshot(file_io, metadata, Vec::new(), annotation.to_summary()).await
 }
 
+/// Summary key: the default partition spec when the snapshot was made.
+pub const SPEC_ID: &str = "lakectl.spec-id";
+/// Summary key: the default sort order when the snapshot was made.
+pub const SORT_ORDER_ID: &str = "lakectl.sort-order-id";
+
+/// Records the table structure a snapshot was made under (the schema is the snapshot's
+/// own `schema-id`), so a rollback restores spec and sort order too.
+fn record_structure(summary: &mut std::collections::HashMap<String, String>, md: &TableMetadata) {
+    summary.insert(SPEC_ID.into(), md.default_partition_spec_id().to_string());
+    summary.insert(SORT_ORDER_ID.into(), md.default_sort_order_id().to_string());
+}
+
 /// The ref update that makes `snapshot_id` the head of `main`.
 pub fn main_branch(snapshot_id: i64) -> (String, SnapshotReference) {
     (
@@ -126,6 +138,7 @@ pub async fn append_snapshot(
             .unwrap_or(0)
     };
     let mut summary = props;
+    record_structure(&mut summary, metadata);
     summary.insert("added-data-files".into(), added_files.to_string());
     summary.insert("added-records".into(), added_records.to_string());
     summary.insert("added-files-size".into(), added_size.to_string());
@@ -160,6 +173,175 @@ pub async fn append_snapshot(
         .with_manifest_list(list_path)
         .with_summary(Summary {
             operation: Operation::Append,
+            additional_properties: summary,
+        })
+        .with_schema_id(metadata.current_schema_id())
+        .build())
+}
+
+/// An `overwrite` snapshot (or `delete` when nothing is added): the parent's data
+/// files at `removed` paths are marked DELETED (keeping their data and file sequence
+/// numbers), the other entries of the manifests holding them become EXISTING, the
+/// untouched manifests are carried over as they are, and `added` go into one new
+/// manifest. Summary counts (`added-*`, `deleted-*`, `removed-files-size`, `total-*`)
+/// follow the spec.
+pub async fn overwrite_snapshot(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    removed: &std::collections::HashSet<String>,
+    added: Vec<iceberg::spec::DataFile>,
+    props: std::collections::HashMap<String, String>,
+) -> iceberg::Result<Snapshot> {
+    use iceberg::spec::{ManifestContentType, ManifestStatus, ManifestWriterBuilder};
+    let parent = metadata.current_snapshot().ok_or_else(|| {
+        iceberg::Error::new(
+            iceberg::ErrorKind::DataInvalid,
+            "an overwrite needs a current snapshot",
+        )
+    })?;
+    let snapshot_id = new_snapshot_id(metadata);
+    let sequence_number = metadata.next_sequence_number();
+    let base = metadata.location().trim_end_matches('/').to_string();
+    let bytes = file_io.new_input(parent.manifest_list())?.read().await?;
+    let parents: Vec<iceberg::spec::ManifestFile> =
+        ManifestList::parse_with_version(&bytes, metadata.format_version())?
+            .consume_entries()
+            .into_iter()
+            .collect();
+    let mut manifests = Vec::new();
+    let (mut deleted_files, mut deleted_records, mut removed_size) = (0u64, 0u64, 0u64);
+    let mut partitions = std::collections::HashSet::new();
+    for m in parents {
+        if m.content != ManifestContentType::Data || removed.is_empty() {
+            manifests.push(m);
+            continue;
+        }
+        let loaded = m.load_manifest(file_io).await?;
+        let hits = loaded
+            .entries()
+            .iter()
+            .any(|e| e.is_alive() && removed.contains(e.file_path()));
+        if !hits {
+            manifests.push(m);
+            continue;
+        }
+        let mut writer = ManifestWriterBuilder::new(
+            file_io.new_output(format!(
+                "{base}/metadata/{}-m{}.avro",
+                uuid::Uuid::new_v4(),
+                manifests.len() + 1
+            ))?,
+            Some(snapshot_id),
+            loaded.metadata().schema().clone(),
+            loaded.metadata().partition_spec().clone(),
+        )
+        .build_v2_data();
+        for e in loaded.entries() {
+            if e.status() == ManifestStatus::Deleted {
+                continue; // recorded by the snapshot that deleted it
+            }
+            let seq = e.sequence_number().unwrap_or(m.sequence_number);
+            let file_seq = e.file_sequence_number.or(Some(seq));
+            if removed.contains(e.file_path()) {
+                deleted_files += 1;
+                deleted_records += e.record_count();
+                removed_size += e.file_size_in_bytes();
+                partitions.insert(format!("{:?}", e.data_file().partition()));
+                writer.add_delete_file(e.data_file().clone(), seq, file_seq)?;
+            } else {
+                writer.add_existing_file(
+                    e.data_file().clone(),
+                    e.snapshot_id().unwrap_or(m.added_snapshot_id),
+                    seq,
+                    file_seq,
+                )?;
+            }
+        }
+        manifests.push(writer.write_manifest_file().await?);
+    }
+    let added_records: u64 = added.iter().map(|f| f.record_count()).sum();
+    let added_size: u64 = added.iter().map(|f| f.file_size_in_bytes()).sum();
+    let added_files = added.len() as u64;
+    for f in &added {
+        partitions.insert(format!("{:?}", f.partition()));
+    }
+    if !added.is_empty() {
+        let mut writer = ManifestWriterBuilder::new(
+            file_io.new_output(format!("{base}/metadata/{}-m0.avro", uuid::Uuid::new_v4()))?,
+            Some(snapshot_id),
+            metadata.current_schema().clone(),
+            metadata.default_partition_spec().as_ref().clone(),
+        )
+        .build_v2_data();
+        for f in added {
+            writer.add_file(f, sequence_number)?;
+        }
+        manifests.insert(0, writer.write_manifest_file().await?);
+    }
+    let list_path = format!(
+        "{base}/metadata/snap-{snapshot_id}-1-{}.avro",
+        uuid::Uuid::new_v4()
+    );
+    let mut list = ManifestListWriter::v2(
+        file_io.new_output(&list_path)?.writer().await?,
+        snapshot_id,
+        Some(parent.snapshot_id()),
+        sequence_number,
+    );
+    list.add_manifests(manifests.into_iter())?;
+    list.close().await?;
+
+    let total = |key: &str| -> u64 {
+        parent
+            .summary()
+            .additional_properties
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut summary = props;
+    record_structure(&mut summary, metadata);
+    let mut put = |k: &str, v: u64| {
+        summary.insert(k.to_string(), v.to_string());
+    };
+    put("added-data-files", added_files);
+    put("added-records", added_records);
+    put("added-files-size", added_size);
+    put("deleted-data-files", deleted_files);
+    put("deleted-records", deleted_records);
+    put("removed-files-size", removed_size);
+    put("changed-partition-count", partitions.len() as u64);
+    put(
+        "total-data-files",
+        (total("total-data-files") + added_files).saturating_sub(deleted_files),
+    );
+    put(
+        "total-records",
+        (total("total-records") + added_records).saturating_sub(deleted_records),
+    );
+    put(
+        "total-files-size",
+        (total("total-files-size") + added_size).saturating_sub(removed_size),
+    );
+    for key in [
+        "total-delete-files",
+        "total-position-deletes",
+        "total-equality-deletes",
+    ] {
+        put(key, total(key));
+    }
+    Ok(Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(Some(parent.snapshot_id()))
+        .with_sequence_number(sequence_number)
+        .with_timestamp_ms(chrono_now_ms().max(metadata.last_updated_ms()))
+        .with_manifest_list(list_path)
+        .with_summary(Summary {
+            operation: if added_files == 0 {
+                Operation::Delete
+            } else {
+                Operation::Overwrite
+            },
             additional_properties: summary,
         })
         .with_schema_id(metadata.current_schema_id())

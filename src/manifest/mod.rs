@@ -562,6 +562,8 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
         }
     }
 
+    validate_mutations(t, errors);
+
     // Properties.
     for key in m.spec.properties.keys() {
         if key.starts_with("lakectl.") {
@@ -569,6 +571,85 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
                 &child("spec.properties", key),
                 format!("property `{key}` is reserved: lakectl writes the `lakectl.` keys itself"),
             ));
+        }
+    }
+}
+
+/// Mutations: a unique name, exactly one of `update` / `delete`, and SQL that
+/// compiles against the declared columns (unknown columns, non-boolean `where`,
+/// values that do not fit their column), each error at its place in the file.
+fn validate_mutations(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
+    use crate::mutate::expr::{compile, Part};
+    let m = &t.value;
+    if let Some(share) = m.spec.policy.max_mutation_share {
+        if !(0.0..=1.0).contains(&share) {
+            errors.push(t.error_at(
+                "spec.policy.maxMutationShare",
+                format!("maxMutationShare must be between 0 and 1, not {share}"),
+            ));
+        }
+    }
+    let schema = crate::plan::schema::declared_arrow_schema(&m.spec.columns);
+    let mut names = std::collections::HashSet::new();
+    for (i, mu) in m.spec.mutations.iter().enumerate() {
+        let path = item("spec.mutations", i);
+        if !valid_identifier(&mu.name) {
+            errors.push(t.error_at(
+                &child(&path, "name"),
+                format!(
+                    "invalid mutation name `{}`: use letters, digits, `_` and `-`",
+                    mu.name
+                ),
+            ));
+        }
+        if !names.insert(mu.name.clone()) {
+            errors.push(t.error_at(
+                &child(&path, "name"),
+                format!("duplicate mutation name `{}`", mu.name),
+            ));
+        }
+        let kind = match (&mu.update, &mu.delete) {
+            (Some(u), None) => {
+                if u.set.is_empty() {
+                    errors.push(t.error_at(
+                        &child(&child(&path, "update"), "set"),
+                        "an update needs at least one column in `set`",
+                    ));
+                    continue;
+                }
+                "update"
+            }
+            (None, Some(_)) => "delete",
+            _ => {
+                errors.push(t.error_at(
+                    &path,
+                    format!(
+                        "mutation `{}` needs exactly one of `update` or `delete`",
+                        mu.name
+                    ),
+                ));
+                continue;
+            }
+        };
+        let Some(schema) = &schema else { continue };
+        let action = crate::plan::action_of(mu);
+        if let Err(errs) = compile(&action, schema) {
+            let base = child(&path, kind);
+            for e in errs {
+                let at = match &e.part {
+                    Part::Where => t.error_at(&child(&base, "where"), ""),
+                    Part::Set(c) => t.error_at(&child(&child(&base, "set"), c), ""),
+                    Part::SetKey(c) => t.error_at_key(&child(&child(&base, "set"), c), ""),
+                };
+                let what = match &e.part {
+                    Part::Where => "`where`".to_string(),
+                    Part::Set(c) | Part::SetKey(c) => format!("`set.{c}`"),
+                };
+                errors.push(Diagnostic {
+                    message: format!("mutation `{}`: {what}: {}", mu.name, e.message),
+                    ..at
+                });
+            }
         }
     }
 }

@@ -83,6 +83,112 @@ pub struct TableSpec {
     /// Files to ingest: each file is appended exactly once (see the ledger).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceSpec>,
+    /// Row mutations, in order: each is applied once, copy-on-write, as one snapshot.
+    /// Editing a mutation's definition makes it a new mutation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutations: Vec<MutationSpec>,
+    /// Snapshot retention: restore-point tags and what `lakectl expire` keeps.
+    #[serde(default)]
+    pub retention: RetentionSpec,
+}
+
+/// A declared row mutation: an `update` or a `delete`, applied once (copy-on-write:
+/// only data files holding matching rows are rewritten).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MutationSpec {
+    /// Mutation name, unique in the table; part of its ledger id.
+    pub name: String,
+    /// Set columns of the rows matching `where`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
+    /// Delete the rows matching `where`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<DeleteSpec>,
+    /// The most rows this mutation may change; above it the apply fails and commits
+    /// nothing. Replaces the table's `policy.maxMutationShare` check for this mutation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_changed: Option<u64>,
+}
+
+/// `update: {where: ..., set: {column: expression}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateSpec {
+    /// SQL predicate over the table's columns (DataFusion SQL), e.g. `day = DATE '2024-01-02' AND qty < 0`.
+    #[serde(rename = "where")]
+    pub predicate: SqlText,
+    /// Column → SQL expression over the row's old values (e.g. `qty: "abs(qty)"`,
+    /// `status: "'refunded'"`); evaluated for matching rows only.
+    pub set: BTreeMap<String, SqlText>,
+}
+
+/// `delete: {where: ...}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeleteSpec {
+    /// SQL predicate over the table's columns (DataFusion SQL).
+    #[serde(rename = "where")]
+    pub predicate: SqlText,
+}
+
+/// A SQL expression; YAML numbers and booleans are taken as their SQL literals.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct SqlText(pub String);
+
+impl<'de> Deserialize<'de> for SqlText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        Ok(SqlText(
+            match Raw::deserialize(d).map_err(|_| {
+                serde::de::Error::custom("expected a SQL expression (a string, number or boolean)")
+            })? {
+                Raw::S(s) => s,
+                Raw::I(i) => i.to_string(),
+                Raw::F(f) => f.to_string(),
+                Raw::B(b) => b.to_string(),
+            },
+        ))
+    }
+}
+
+impl JsonSchema for SqlText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SqlText".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "number", "boolean"],
+            "description": "SQL expression (DataFusion dialect); numbers and booleans are literals"
+        })
+    }
+}
+
+/// What `lakectl expire` keeps, and the tags `apply` sets as restore points.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Tag the last snapshot of every apply that changes this table
+    /// (`lakectl-apply-<UTC time>`): a restore point `expire` never removes.
+    #[serde(default)]
+    pub tag_applies: bool,
+    /// How long apply tags live (days); kept forever when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_max_age_days: Option<u64>,
+    /// Snapshots of `main` to keep, newest first, whatever their age (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Snapshots younger than this are kept (days, default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_snapshot_age_days: Option<u64>,
 }
 
 /// A declared ingest source: files (a path, glob or directory) appended exactly once.
@@ -197,9 +303,14 @@ fn dquote() -> String {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policy {
-    /// Allow destructive changes: dropping columns, removing partition fields.
+    /// Allow destructive changes: dropping columns, removing partition fields, and
+    /// mutations that change more than `maxMutationShare` of the rows.
     #[serde(default)]
     pub allow_destructive: bool,
+    /// The largest share of the table's rows (0..1) a mutation may change without
+    /// `allowDestructive` or its own `maxRowsChanged` (default 0.25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mutation_share: Option<f64>,
 }
 
 /// One column (or a struct field).

@@ -46,6 +46,8 @@ pub struct Actual {
     /// Per table, per declared source (in order): the files listed now and how each
     /// stands against the ledger, or why they could not be listed.
     pub sources: HashMap<String, Vec<Listed>>,
+    /// Per table with declared mutations: the live data files of its current snapshot.
+    pub files: HashMap<String, crate::mutate::SnapshotFiles>,
 }
 
 /// A source's files as listed now, each with its state against the ledger, or why
@@ -119,6 +121,14 @@ async fn observe_tables(
         }
         let ident = table_ident(&t.value);
         if let Some(state) = lake.load_table(&ident).await? {
+            if !t.value.spec.mutations.is_empty() {
+                if let Some(snap) = state.metadata.current_snapshot() {
+                    let files =
+                        crate::mutate::snapshot_files(lake.file_io(), &state.metadata, snap)
+                            .await?;
+                    actual.files.insert(t.table_name(), files);
+                }
+            }
             actual.tables.insert(t.table_name(), state);
         }
     }
@@ -141,6 +151,25 @@ pub struct Plan {
     pub changes: Vec<Change>,
     pub errors: Vec<Diagnostic>,
     pub hints: Vec<String>,
+    /// Changes a rollback took out, which this plan does not apply again.
+    pub held_back: Vec<HeldBackItem>,
+    /// Held-back changes `apply --reapply` releases (table, change id) before applying.
+    pub release: Vec<(String, String)>,
+}
+
+/// A change the manifests still declare that a rollback took out.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldBackItem {
+    pub table: String,
+    #[serde(flatten)]
+    pub held: ledger::HeldBack,
+}
+
+/// Options of [`diff_with`].
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// Held-back change ids to apply again (`apply --reapply ID`).
+    pub reapply: Vec<String>,
 }
 
 impl Plan {
@@ -173,6 +202,7 @@ impl Plan {
                     destructive += t.destructive.len();
                 }
                 Change::Ingest(_) => {}
+                Change::Mutation(_) => change += 1,
             }
         }
         (add, change, 0, destructive)
@@ -186,6 +216,61 @@ pub enum Change {
     CreateNamespace { namespace: String },
     Table(Box<TableChange>),
     Ingest(Box<IngestChange>),
+    Mutation(Box<MutationChange>),
+}
+
+/// A declared row mutation not applied yet: one `overwrite`/`delete` snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct MutationChange {
+    pub table: String,
+    pub manifest: PathBuf,
+    pub name: String,
+    /// Ledger id: `mutation:<ns>.<table>:<name>@<hash of its definition>`.
+    pub change_id: String,
+    pub action: crate::mutate::expr::Action,
+    /// Where the mutation is declared (`spec.mutations[i]`), for errors at apply.
+    #[serde(skip)]
+    pub yaml_path: String,
+    #[serde(skip)]
+    pub at: String,
+    pub max_rows_changed: Option<u64>,
+    pub max_share: f64,
+    pub allow_destructive: bool,
+    /// Files that may hold a matching row (from column statistics and partition
+    /// values); `None` when the table (or a column it reads) does not exist yet.
+    pub candidates: Option<Vec<CandidateFile>>,
+    /// Live data files and rows of the table now.
+    pub live_files: usize,
+    pub live_records: u64,
+    /// Matching rows (`plan --estimate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<u64>,
+}
+
+/// A data file a mutation may have to rewrite.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateFile {
+    pub path: String,
+    pub partition: String,
+    pub records: u64,
+}
+
+impl MutationChange {
+    pub fn ident(&self) -> TableIdent {
+        ident_of(&self.table)
+    }
+
+    /// The most rows this mutation may change on a table of `rows` rows without
+    /// `allowDestructive` (`None`: no limit).
+    pub fn limit(&self, rows: u64) -> Option<u64> {
+        if let Some(n) = self.max_rows_changed {
+            return Some(n);
+        }
+        if self.allow_destructive {
+            return None;
+        }
+        Some((rows as f64 * self.max_share).floor() as u64)
+    }
 }
 
 /// Appending a source's new files to a table: one snapshot.
@@ -226,7 +311,7 @@ impl IngestChange {
     }
 }
 
-fn ident_of(table: &str) -> TableIdent {
+pub fn ident_of(table: &str) -> TableIdent {
     let (ns, name) = table.rsplit_once('.').unwrap_or(("default", table));
     TableIdent::new(
         NamespaceIdent::from_strs(ns.split('.')).unwrap_or_else(|_| NamespaceIdent::new(ns.into())),
@@ -394,11 +479,79 @@ pub fn spec_hash(m: &TableManifest) -> String {
 
 /// Compares every manifest with the actual tables.
 pub fn diff(set: &ManifestSet, actual: &Actual, lakehouse: LakeConfig) -> Plan {
+    diff_with(set, actual, lakehouse, &DiffOptions::default())
+}
+
+/// Ledger id of a mutation: its name and a hash of its definition.
+pub fn mutation_change_id(table: &str, m: &crate::manifest::types::MutationSpec) -> String {
+    let json = serde_json::to_vec(&serde_json::json!({
+        "update": m.update,
+        "delete": m.delete,
+    }))
+    .unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("mutation:{table}:{}@{hash}", m.name)
+}
+
+/// A mutation's SQL.
+pub fn action_of(m: &crate::manifest::types::MutationSpec) -> crate::mutate::expr::Action {
+    use crate::mutate::expr::Action;
+    match (&m.update, &m.delete) {
+        (Some(u), _) => Action::Update {
+            predicate: u.predicate.0.clone(),
+            set: u
+                .set
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
+        },
+        (None, Some(d)) => Action::Delete {
+            predicate: d.predicate.0.clone(),
+        },
+        (None, None) => Action::Delete {
+            predicate: "false".into(),
+        },
+    }
+}
+
+/// Compares every manifest with the actual tables, with options.
+pub fn diff_with(
+    set: &ManifestSet,
+    actual: &Actual,
+    lakehouse: LakeConfig,
+    options: &DiffOptions,
+) -> Plan {
     let mut plan = Plan {
         lakehouse,
         changes: Vec::new(),
         errors: Vec::new(),
         hints: Vec::new(),
+        held_back: Vec::new(),
+        release: Vec::new(),
+    };
+    // Held-back changes per table, less those released by `--reapply`.
+    let mut held: HashMap<String, Vec<ledger::HeldBack>> = HashMap::new();
+    for (name, state) in &actual.tables {
+        let mut h = ledger::held_back(&state.metadata);
+        h.retain(|x| {
+            if options.reapply.contains(&x.change_id) {
+                plan.release.push((name.clone(), x.change_id.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        held.insert(name.clone(), h);
+    }
+    let held_item = |table: &str, id: &str| -> Option<HeldBackItem> {
+        held.get(table)?
+            .iter()
+            .find(|h| h.change_id == id)
+            .map(|h| HeldBackItem {
+                table: table.to_string(),
+                held: h.clone(),
+            })
     };
     let mut namespaces: Vec<String> = Vec::new();
     for t in &set.tables {
@@ -415,7 +568,11 @@ pub fn diff(set: &ManifestSet, actual: &Actual, lakehouse: LakeConfig) -> Plan {
     for t in &set.tables {
         let state = actual.tables.get(&t.table_name());
         if let Some(c) = diff_table(t, state, &plan.lakehouse, &mut plan.errors, &mut plan.hints) {
-            plan.changes.push(Change::Table(Box::new(c)));
+            if let Some(h) = held_item(&c.table, &c.change_id).filter(|_| !c.create) {
+                plan.held_back.push(h);
+            } else {
+                plan.changes.push(Change::Table(Box::new(c)));
+            }
         }
     }
     for t in &set.tables {
@@ -430,13 +587,110 @@ pub fn diff(set: &ManifestSet, actual: &Actual, lakehouse: LakeConfig) -> Plan {
                     format!("{}: source `{}`: {e}", t.table_name(), src.name),
                 )),
                 Ok(files) => {
+                    // Files of a rolled-back ingest stay out until released.
+                    let table_held = held.get(&t.table_name());
+                    let files: Vec<(SourceFile, FileState)> = files
+                        .iter()
+                        .filter(|(f, state)| {
+                            let h = table_held
+                                .and_then(|h| h.iter().find(|h| h.files.contains(&f.path)));
+                            match h {
+                                Some(h) if *state != FileState::Ingested => {
+                                    if !plan.held_back.iter().any(|x| {
+                                        x.held.change_id == h.change_id && x.table == t.table_name()
+                                    }) {
+                                        plan.held_back.push(HeldBackItem {
+                                            table: t.table_name(),
+                                            held: h.clone(),
+                                        });
+                                    }
+                                    false
+                                }
+                                _ => true,
+                            }
+                        })
+                        .cloned()
+                        .collect();
                     if let Some(c) =
-                        diff_source(t, src, &at, files, &mut plan.errors, &mut plan.hints)
+                        diff_source(t, src, &at, &files, &mut plan.errors, &mut plan.hints)
                     {
                         plan.changes.push(Change::Ingest(Box::new(c)));
                     }
                 }
             }
+        }
+    }
+    for t in &set.tables {
+        let name = t.table_name();
+        let state = actual.tables.get(&name);
+        let applied: std::collections::HashSet<String> = state
+            .map(|s| {
+                ledger::applied_change_ids(&s.metadata)
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (i, m) in t.value.spec.mutations.iter().enumerate() {
+            let change_id = mutation_change_id(&name, m);
+            if applied.contains(&change_id) {
+                continue;
+            }
+            if let Some(h) = held_item(&name, &change_id) {
+                plan.held_back.push(h);
+                continue;
+            }
+            let action = action_of(m);
+            let files = actual.files.get(&name);
+            let candidates =
+                match (state, files) {
+                    (Some(s), Some(files)) => crate::mutate::arrow_schema(&s.metadata)
+                        .ok()
+                        .and_then(|schema| {
+                            let pred =
+                                crate::mutate::expr::predicate(action.predicate(), &schema).ok()?;
+                            let idx = crate::mutate::candidates(
+                                &files.files,
+                                &s.metadata,
+                                &schema,
+                                &pred,
+                            );
+                            Some(
+                                idx.into_iter()
+                                    .map(|i| {
+                                        let f = &files.files[i];
+                                        CandidateFile {
+                                            path: f.path().to_string(),
+                                            partition: crate::mutate::describe_partition(
+                                                f,
+                                                &s.metadata,
+                                            ),
+                                            records: f.entry.record_count(),
+                                        }
+                                    })
+                                    .collect(),
+                            )
+                        }),
+                    // A table with no data: nothing can match.
+                    (Some(_), None) => Some(Vec::new()),
+                    (None, _) => None,
+                };
+            let at = item("spec.mutations", i);
+            plan.changes.push(Change::Mutation(Box::new(MutationChange {
+                table: name.clone(),
+                manifest: t.file.clone(),
+                name: m.name.clone(),
+                change_id,
+                action,
+                at: t.where_is(&at),
+                yaml_path: at,
+                max_rows_changed: m.max_rows_changed,
+                max_share: t.value.spec.policy.max_mutation_share.unwrap_or(0.25),
+                allow_destructive: t.value.spec.policy.allow_destructive,
+                candidates,
+                live_files: files.map(|f| f.files.len()).unwrap_or(0),
+                live_records: files.map(|f| f.records()).unwrap_or(0),
+                estimate: None,
+            })));
         }
     }
     plan

@@ -56,7 +56,7 @@ pub fn summary_line(plan: &Plan) -> String {
 
 pub fn text(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
-    if plan.changes.is_empty() && plan.errors.is_empty() {
+    if plan.changes.is_empty() && plan.errors.is_empty() && plan.held_back.is_empty() {
         for h in &plan.hints {
             let _ = writeln!(out, "{} {h}", style.yellow("hint:"));
         }
@@ -172,7 +172,24 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 }
                 out.push('\n');
             }
+            Change::Mutation(m) => mutation_text(&mut out, m, style),
         }
+    }
+    for h in &plan.held_back {
+        let _ = writeln!(
+            out,
+            "{} {} {} `{}`: {} (rolled back from snapshot {}; `lakectl apply --reapply {}` applies it again)",
+            style.dim("="),
+            style.yellow("held back:"),
+            h.table,
+            h.held.change,
+            h.held.details,
+            h.held.snapshot_id,
+            h.held.change_id
+        );
+    }
+    if !plan.held_back.is_empty() {
+        out.push('\n');
     }
     for h in &plan.hints {
         let _ = writeln!(out, "{} {h}", style.yellow("hint:"));
@@ -195,6 +212,72 @@ pub fn text(plan: &Plan, style: Style) -> String {
         );
     }
     out
+}
+
+fn mutation_text(out: &mut String, m: &super::MutationChange, style: Style) {
+    use crate::mutate::expr::Action;
+    let _ = writeln!(
+        out,
+        "{} {} {} `{}` (once)  {}",
+        style.yellow("~"),
+        m.action.kind(),
+        style.bold(&m.table),
+        m.name,
+        style.dim(&format!("({})", m.at))
+    );
+    let _ = writeln!(out, "    where {}", m.action.predicate());
+    if let Action::Update { set, .. } = &m.action {
+        for (k, v) in set {
+            let _ = writeln!(out, "    {} {k} = {v}", style.yellow("~"));
+        }
+    }
+    match &m.candidates {
+        None => {
+            let _ = writeln!(
+                out,
+                "    {}",
+                style.dim("files that may match: decided at apply (the table or a column it reads is created by this plan)")
+            );
+        }
+        Some(c) => {
+            let rows: u64 = c.iter().map(|f| f.records).sum();
+            let _ = writeln!(
+                out,
+                "    files that may match: {} of {} ({} of {} rows); the others are not read",
+                c.len(),
+                m.live_files,
+                rows,
+                m.live_records
+            );
+            for f in c.iter().take(10) {
+                let part = if f.partition.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}  ", f.partition)
+                };
+                let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+                let _ = writeln!(out, "      {part}{name} ({} rows)", f.records);
+            }
+            if c.len() > 10 {
+                let _ = writeln!(out, "      … and {} more", c.len() - 10);
+            }
+        }
+    }
+    if let Some(n) = m.estimate {
+        let _ = writeln!(out, "    rows matching now: {n}");
+        if let Some(limit) = m.limit(m.live_records) {
+            if n > limit {
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    style.red(&format!(
+                        "changes more than its limit of {limit} row(s): apply will refuse it (set maxRowsChanged or policy.allowDestructive)"
+                    ))
+                );
+            }
+        }
+    }
+    out.push('\n');
 }
 
 fn sign_for(create: bool, style: Style) -> String {
@@ -251,6 +334,15 @@ pub fn json(plan: &Plan) -> serde_json::Value {
                 }
                 v
             }
+            Change::Mutation(m) => {
+                let mut v = serde_json::to_value(m).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("action".into(), json!(m.action.kind()));
+                    o.insert("kind".into(), json!("mutation"));
+                    o.insert("definition".into(), json!(m.action));
+                }
+                v
+            }
             Change::Table(t) => {
                 let mut v = serde_json::to_value(t).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
@@ -271,6 +363,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "lakectl_version": env!("CARGO_PKG_VERSION"),
         "lakehouse": plan.lakehouse,
         "changes": changes,
+        "held_back": plan.held_back,
         "hints": plan.hints,
         "errors": plan.errors,
         "summary": {
