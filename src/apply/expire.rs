@@ -165,13 +165,19 @@ async fn prepare(
     files.sort();
     e.bytes_to_delete = doomed.values().sum();
     e.files_to_delete = files;
-    // The ledger of expired ancestors of `main` moves to the archive.
+    // The ledger of every ancestor of `main` the ancestry walk no longer reaches after
+    // expiry (expired ones, and kept ones behind an expired parent) moves to the archive.
+    let reachable_after: HashSet<i64> = main
+        .iter()
+        .take_while(|s| !expired.contains(&s.snapshot_id()))
+        .map(|s| s.snapshot_id())
+        .collect();
     let mut archive = ledger::archive(md);
     let before = archive.changes.len();
     for s in main
         .iter()
         .rev()
-        .filter(|s| expired.contains(&s.snapshot_id()))
+        .filter(|s| !reachable_after.contains(&s.snapshot_id()))
     {
         let props = &s.summary().additional_properties;
         if let Some(id) = props.get(ledger::CHANGE_ID) {

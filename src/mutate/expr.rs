@@ -84,7 +84,9 @@ fn clean(e: datafusion::error::DataFusionError) -> String {
         .trim_start_matches("Error during planning: ")
         .trim_start_matches("Schema error: ")
         .trim_start_matches("SQL error: ");
-    s.to_string()
+    s.strip_suffix("?.")
+        .map(|x| format!("{x}?"))
+        .unwrap_or_else(|| s.to_string())
 }
 
 /// Compiles a `where` predicate against `schema`.

@@ -4,7 +4,9 @@
 mod common;
 mod concurrency;
 mod corpus;
+mod crash;
 mod evolve;
 mod ingest;
+mod mutate;
 mod oracle;
 mod s3;
