@@ -881,6 +881,19 @@ pub fn render_lines(nodes: &[Node]) -> Vec<String> {
     out
 }
 
+/// The Arrow schema a table with exactly these declared columns would be read with
+/// (`None` when the columns do not make a valid schema: those errors are reported
+/// elsewhere).
+pub fn declared_arrow_schema(cols: &[Column]) -> Option<arrow_schema::SchemaRef> {
+    let desired = desired_columns(cols);
+    let d = diff(&[], &desired, false);
+    let (nodes, _) = apply_ops(Vec::new(), &d.ops, 0).ok()?;
+    let schema = schema_of(&nodes, &[]).ok()?;
+    iceberg::arrow::schema_to_arrow_schema(&schema)
+        .ok()
+        .map(std::sync::Arc::new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -986,17 +999,4 @@ mod tests {
         let d = diff(&base, &[want("full_name", PrimitiveType::String)], false);
         assert!(d.hints[0].contains("renamedFrom: name"), "{:?}", d.hints);
     }
-}
-
-/// The Arrow schema a table with exactly these declared columns would be read with
-/// (`None` when the columns do not make a valid schema: those errors are reported
-/// elsewhere).
-pub fn declared_arrow_schema(cols: &[Column]) -> Option<arrow_schema::SchemaRef> {
-    let desired = desired_columns(cols);
-    let d = diff(&[], &desired, false);
-    let (nodes, _) = apply_ops(Vec::new(), &d.ops, 0).ok()?;
-    let schema = schema_of(&nodes, &[]).ok()?;
-    iceberg::arrow::schema_to_arrow_schema(&schema)
-        .ok()
-        .map(std::sync::Arc::new)
 }
