@@ -615,6 +615,11 @@ async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Sty
                     "x"
                 };
                 let rows = match (e.added_records, e.total_records) {
+                    (a, Some(t)) if e.deleted_records.unwrap_or(0) > 0 => format!(
+                        "+{}/-{} rows, {t} total",
+                        a.unwrap_or(0),
+                        e.deleted_records.unwrap_or(0)
+                    ),
                     (Some(a), Some(t)) if a > 0 => format!("+{a} rows, {t} total"),
                     (_, Some(t)) => format!("{t} rows"),
                     _ => String::new(),
@@ -784,7 +789,7 @@ async fn rollback_cmd(
             }
             for h in &r.held_back {
                 println!(
-                    "    {} {} `{}`: {}  [{}]",
+                    "    {} {} (snapshot {}): {}  [{}]",
                     style.yellow("held back:"),
                     h.change,
                     h.snapshot_id,

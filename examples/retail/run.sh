@@ -16,5 +16,8 @@ echo
 echo "\$ lakectl history sales.orders"
 "$lakectl" history sales.orders --manifests "$m"
 echo
+echo "\$ lakectl rollback sales.orders --steps 1 --dry-run   # what undoing the last change would do"
+"$lakectl" rollback sales.orders --steps 1 --dry-run --manifests "$m"
+echo
 echo "\$ lakectl plan examples/retail/manifests   # nothing left to do"
 "$lakectl" plan "$m"

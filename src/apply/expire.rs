@@ -64,28 +64,44 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Every file a snapshot references: its manifest list, manifests, and the files in
-/// them (with sizes). Manifests are read once across snapshots.
+/// A manifest's entries: (path, size, live) — live for ADDED and EXISTING.
+type Entries = Vec<(String, u64, bool)>;
+
+/// Every file a snapshot references: its manifest list, its manifests, and the files
+/// they list, with sizes; `live_only` leaves out files its manifests mark DELETED (they
+/// are not part of that snapshot). Manifests are read once across snapshots.
 async fn files_of(
     lake: &Lake,
     md: &TableMetadata,
     list: &str,
-    seen: &mut HashMap<String, Vec<(String, u64)>>,
+    live_only: bool,
+    seen: &mut HashMap<String, Entries>,
 ) -> Result<Vec<(String, u64)>, iceberg::Error> {
     let mut out = vec![(list.to_string(), 0)];
     let bytes = lake.file_io().new_input(list)?.read().await?;
     for m in ManifestList::parse_with_version(&bytes, md.format_version())?.consume_entries() {
         if !seen.contains_key(&m.manifest_path) {
             let loaded = m.load_manifest(lake.file_io()).await?;
-            let files: Vec<(String, u64)> = loaded
+            let files: Entries = loaded
                 .entries()
                 .iter()
-                .map(|e| (e.file_path().to_string(), e.file_size_in_bytes()))
+                .map(|e| {
+                    (
+                        e.file_path().to_string(),
+                        e.file_size_in_bytes(),
+                        e.is_alive(),
+                    )
+                })
                 .collect();
             seen.insert(m.manifest_path.clone(), files);
         }
         out.push((m.manifest_path.clone(), m.manifest_length as u64));
-        out.extend(seen[&m.manifest_path].iter().cloned());
+        out.extend(
+            seen[&m.manifest_path]
+                .iter()
+                .filter(|(_, _, live)| *live || !live_only)
+                .map(|(p, size, _)| (p.clone(), *size)),
+        );
     }
     Ok(out)
 }
@@ -146,7 +162,7 @@ async fn prepare(
     let mut seen = HashMap::new();
     let mut reachable = HashSet::new();
     for s in md.snapshots().filter(|s| keep.contains(&s.snapshot_id())) {
-        for (f, _) in files_of(lake, md, s.manifest_list(), &mut seen).await? {
+        for (f, _) in files_of(lake, md, s.manifest_list(), true, &mut seen).await? {
             reachable.insert(f);
         }
     }
@@ -155,7 +171,7 @@ async fn prepare(
         .snapshots()
         .filter(|s| expired.contains(&s.snapshot_id()))
     {
-        for (f, size) in files_of(lake, md, s.manifest_list(), &mut seen).await? {
+        for (f, size) in files_of(lake, md, s.manifest_list(), false, &mut seen).await? {
             if !reachable.contains(&f) {
                 doomed.insert(f, size);
             }

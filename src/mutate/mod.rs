@@ -245,13 +245,14 @@ impl PruningStatistics for Stats<'_> {
     }
 }
 
-/// Reads one data file with the table's current schema, projected to `field_ids`.
-pub async fn read_file(
+/// Reads one data file with the table's current schema, projected to `field_ids`, as a
+/// stream of batches (a file is never held in memory whole).
+pub fn read_file(
     file_io: &FileIO,
     md: &TableMetadata,
     file: &LiveFile,
     field_ids: Vec<i32>,
-) -> iceberg::Result<Vec<RecordBatch>> {
+) -> iceberg::Result<iceberg::scan::ArrowRecordBatchStream> {
     let df = file.data_file();
     let task = FileScanTask::builder()
         .with_file_size_in_bytes(df.file_size_in_bytes())
@@ -270,10 +271,9 @@ pub async fn read_file(
         iceberg::arrow::ArrowReaderBuilder::new(file_io.clone(), iceberg::Runtime::try_current()?)
             .with_data_file_concurrency_limit(1)
             .build();
-    let stream = reader
+    Ok(reader
         .read(Box::pin(futures::stream::once(async { Ok(task) })))?
-        .stream();
-    stream.try_collect().await
+        .stream())
 }
 
 /// `schema` with run-end encoded columns (the reader's constant partition values)
@@ -349,17 +349,19 @@ pub async fn count_matches(
     futures::stream::iter(files.iter().map(|f| {
         let ids = ids.clone();
         async move {
-            let batches = read_file(file_io, md, f, ids)
-                .await
-                .map_err(|e| format!("{}: {e}", f.path()))?;
-            let Some(first) = batches.first() else {
-                return Ok(0);
-            };
-            let schema = plain_schema(&first.schema());
-            let pred = expr::predicate(predicate_sql, &schema)?;
+            let mut batches =
+                read_file(file_io, md, f, ids).map_err(|e| format!("{}: {e}", f.path()))?;
+            let mut compiled: Option<(SchemaRef, expr::Predicate)> = None;
             let mut n = 0u64;
-            for b in &batches {
-                let b = conform(b, &schema).map_err(|e| format!("{}: {e}", f.path()))?;
+            while let Some(b) = batches.next().await {
+                let b = b.map_err(|e| format!("{}: {e}", f.path()))?;
+                if compiled.is_none() {
+                    let schema = plain_schema(&b.schema());
+                    let pred = expr::predicate(predicate_sql, &schema)?;
+                    compiled = Some((schema, pred));
+                }
+                let (schema, pred) = compiled.as_ref().expect("compiled");
+                let b = conform(&b, schema).map_err(|e| format!("{}: {e}", f.path()))?;
                 n += expr::mask(&pred.expr, &b)?.true_count() as u64;
             }
             Ok::<u64, String>(n)
@@ -390,8 +392,7 @@ pub async fn rewrite(
         let prefix = format!("{prefix}-m{i}");
         let schema = schema.clone();
         async move {
-            let batches = read_file(file_io, md, f, field_ids(md, &[]))
-                .await
+            let mut batches = read_file(file_io, md, f, field_ids(md, &[]))
                 .map_err(|e| format!("{}: {e}", f.path()))?;
             let compiled = expr::compile(action, &schema).map_err(|errs| {
                 errs.into_iter()
@@ -403,9 +404,10 @@ pub async fn rewrite(
                 .await
                 .map_err(|e| e.to_string())?;
             let mut changed = 0u64;
-            for b in batches {
-                // The reader's batches carry the same fields; rebuild on the compiled
-                // schema so DataFusion's column indices and metadata line up.
+            while let Some(b) = batches.next().await {
+                let b = b.map_err(|e| format!("{}: {e}", f.path()))?;
+                // The reader's batches carry the same fields (constant partition columns
+                // run-end encoded): cast onto the compiled schema.
                 let b = conform(&b, &schema).map_err(|e| format!("{}: {e}", f.path()))?;
                 let (out, n) = compiled
                     .apply(&b)

@@ -513,14 +513,7 @@ async fn rollback_restores_rows_and_schema_and_holds_changes_back() {
     );
 
     // `--reapply` releases one change: the column comes back, the delete stays held.
-    let (_, plan) = p.plan();
-    let id = plan
-        .lines()
-        .find(|l| l.contains("`update-table`"))
-        .and_then(|l| l.split("--reapply ").nth(1))
-        .and_then(|r| r.split('`').next())
-        .unwrap()
-        .to_string();
+    let id = plan_reapply_id(&p, "`update-table`");
     let out = p.run(&["apply", "manifests", "--reapply", &id]);
     assert!(out.status.success(), "{}", text(&out));
     let md = p.table("shop.sales").await.metadata;
@@ -616,4 +609,63 @@ async fn tags_survive_expiry_and_expiry_keeps_the_ledger() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(table_rows(&p).len(), 30);
     readers_agree_with_lakectl(&p);
+}
+
+#[tokio::test]
+async fn a_rolled_back_ingest_is_held_back_until_reapplied() {
+    let p = Project::new();
+    csv(&p.root().join("data/a.csv"), 0, 30);
+    p.write("sales.yaml", &sales(true, ""));
+    p.apply_converges();
+    csv(&p.root().join("data/b.csv"), 30, 30);
+    p.apply_converges();
+    assert_eq!(table_rows(&p).len(), 60);
+
+    let out = p.run(&["rollback", "shop.sales", "--steps", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(table_rows(&p).len(), 30);
+    let (code, plan) = p.plan();
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan.contains("held back: shop.sales `ingest`"), "{plan}");
+    assert!(!plan.contains("+ ingest ../data/b.csv"), "{plan}");
+
+    // A new file is ingested; the held-back one stays out.
+    csv(&p.root().join("data/c.csv"), 60, 30);
+    let (code, plan) = p.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("+ ingest ../data/c.csv") && !plan.contains("+ ingest ../data/b.csv"),
+        "{plan}"
+    );
+    p.apply_ok();
+    let ids: BTreeSet<i64> = table_rows(&p).into_keys().collect();
+    assert_eq!(ids, (0..30).chain(60..90).collect());
+
+    // `--reapply` with the id plan shows brings b.csv back, once.
+    let id = plan_reapply_id(&p, "`ingest`");
+    let out = p.run(&["apply", "manifests", "--reapply", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("+ ingest ../data/b.csv"),
+        "{}",
+        text(&out)
+    );
+    let (code, plan) = p.plan();
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan.contains("No changes"), "{plan}");
+    assert_eq!(table_rows(&p).len(), 90);
+    // An unknown id is refused.
+    let out = p.run(&["apply", "manifests", "--reapply", "mutation:nope@1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+/// The change id `plan` suggests to `--reapply` for the held-back line containing `what`.
+fn plan_reapply_id(p: &Project, what: &str) -> String {
+    let (_, plan) = p.plan();
+    plan.lines()
+        .find(|l| l.contains("held back:") && l.contains(what))
+        .and_then(|l| l.split("--reapply ").nth(1))
+        .and_then(|r| r.split('`').next())
+        .unwrap_or_else(|| panic!("no held-back {what} in:\n{plan}"))
+        .to_string()
 }
