@@ -10,3 +10,4 @@ pub mod manifest;
 pub mod mutate;
 pub mod plan;
 pub mod query;
+pub mod serve;

@@ -87,6 +87,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Serve the lakehouse over HTTP: tables, snapshots, rollback, uploads, read-only
+    /// SQL, the plan; OpenAPI at /openapi.json, docs at /docs.
+    Serve {
+        /// Manifest directory whose lakehouse to serve.
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
+        /// Address to bind; a non-loopback address needs a token.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Bearer token required on every route but /healthz.
+        #[arg(long, env = "LAKECTL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Largest upload accepted, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        max_upload_mb: u64,
+        /// Queries running longer are cancelled (seconds).
+        #[arg(long, default_value_t = 60)]
+        query_timeout_secs: u64,
+        /// Most rows a query returns.
+        #[arg(long, default_value_t = 100_000)]
+        max_rows: usize,
+    },
     /// Remove old snapshots and the files only they reference, by the table's
     /// `spec.retention` (tags and refs are always kept).
     Expire {
@@ -210,6 +232,34 @@ fn main() -> ExitCode {
             output,
             style,
         )),
+        Command::Serve {
+            manifests,
+            addr,
+            token,
+            max_upload_mb,
+            query_timeout_secs,
+            max_rows,
+        } => runtime.block_on(async {
+            let lake = match open_or_create_lake(&manifests).await {
+                Ok(l) => l,
+                Err(c) => return c,
+            };
+            let config = lakectl::serve::ServeConfig {
+                addr,
+                token: token.filter(|t| !t.is_empty()),
+                manifests,
+                max_upload_bytes: max_upload_mb << 20,
+                query_timeout: std::time::Duration::from_secs(query_timeout_secs),
+                max_rows,
+            };
+            match lakectl::serve::serve(lake, config).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }),
         Command::Expire {
             table,
             dry_run,
@@ -506,6 +556,22 @@ fn progress_bar(files: usize, bytes: u64, output: Output) -> std::sync::Arc<Bar>
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     std::sync::Arc::new(Bar(Some(b)))
+}
+
+/// The lakehouse a manifest directory points at, created when missing.
+async fn open_or_create_lake(dir: &Path) -> Result<Lake, u8> {
+    let set = manifest::load(dir).map_err(|d| {
+        print_diagnostics(&d, Output::Text);
+        1u8
+    })?;
+    let config = set.lake_config().map_err(|d| {
+        print_diagnostics(&d, Output::Text);
+        1u8
+    })?;
+    Lake::open(config).await.map_err(|e| {
+        eprintln!("error: {e}");
+        1
+    })
 }
 
 /// The lakehouse a manifest directory points at, which must exist.

@@ -163,6 +163,39 @@ pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Qu
     Ok(df.collect().await?)
 }
 
+/// Runs one read-only SQL statement, returning at most `limit` rows and whether more
+/// there were.
+pub async fn run_limited(
+    ctx: &SessionContext,
+    sql: &str,
+    limit: usize,
+) -> Result<(Vec<RecordBatch>, bool), QueryError> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(sql, options)
+        .await?
+        .limit(0, Some(limit + 1))?;
+    let batches = df.collect().await?;
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if total <= limit {
+        return Ok((batches, false));
+    }
+    let mut out = Vec::new();
+    let mut left = limit;
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        let n = b.num_rows().min(left);
+        out.push(b.slice(0, n));
+        left -= n;
+    }
+    Ok((out, true))
+}
+
 /// Renders batches: `table` (boxed text), `csv` (with header) or `json` (array of objects).
 pub fn render(batches: &[RecordBatch], format: &str) -> Result<String, QueryError> {
     use datafusion::arrow::error::ArrowError;
@@ -180,6 +213,9 @@ pub fn render(batches: &[RecordBatch], format: &str) -> Result<String, QueryErro
             }
             Ok(String::from_utf8_lossy(&buf).to_string())
         }
+        "arrow" => Err(QueryError::AsOf(
+            "the arrow format is binary: use render_arrow".into(),
+        )),
         "json" => {
             let mut buf = Vec::new();
             {
@@ -198,4 +234,21 @@ pub fn render(batches: &[RecordBatch], format: &str) -> Result<String, QueryErro
                 .to_string(),
         ),
     }
+}
+
+/// Batches as an Arrow IPC stream.
+pub fn render_arrow(
+    schema: &datafusion::arrow::datatypes::Schema,
+    batches: &[RecordBatch],
+) -> Result<Vec<u8>, QueryError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, schema)
+            .map_err(|e| QueryError::DataFusion(e.into()))?;
+        for b in batches {
+            w.write(b).map_err(|e| QueryError::DataFusion(e.into()))?;
+        }
+        w.finish().map_err(|e| QueryError::DataFusion(e.into()))?;
+    }
+    Ok(buf)
 }
