@@ -10,3 +10,4 @@ mod ingest;
 mod mutate;
 mod oracle;
 mod s3;
+mod serve;

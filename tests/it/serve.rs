@@ -1,0 +1,379 @@
+//! `lakectl serve` through a real HTTP client (reqwest) against the real binary: auth,
+//! every route, upload idempotency, size limit, bad rows, refused write SQL, concurrent
+//! uploads, rollback, OpenAPI and docs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use crate::common::{text, Project, LAKECTL};
+use crate::mutate::{csv, sales};
+
+const TOKEN: &str = "s3cret-token";
+
+/// A running `lakectl serve` (killed on drop).
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(p: &Project, extra: &[&str]) -> Server {
+    let mut child = Command::new(LAKECTL)
+        .args(["serve", "--manifests", "manifests", "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .env("LAKECTL_TOKEN", TOKEN)
+        .current_dir(p.root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("serve printed {line:?}"))
+        .to_string();
+    Server { child, base }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        client().get(self.url(path)).bearer_auth(TOKEN)
+    }
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        client().post(self.url(path)).bearer_auth(TOKEN)
+    }
+}
+
+async fn json(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    )
+}
+
+async fn rows(s: &Server) -> i64 {
+    let (code, v) = json(
+        s.get("/api/v1/query")
+            .query(&[("sql", "select count(*) as n from shop.sales")]),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    v["rows"][0]["n"].as_i64().unwrap()
+}
+
+fn upload_csv(first: u64, n: u64) -> String {
+    let mut s = String::from("id,ts,region,qty\n");
+    for i in first..first + n {
+        s.push_str(&format!(
+            "{i},2024-03-0{}T10:00:00Z,eu,{}\n",
+            1 + i % 3,
+            i % 10
+        ));
+    }
+    s
+}
+
+fn project() -> Project {
+    let p = Project::new();
+    csv(&p.root().join("data/a.csv"), 0, 30);
+    p.write("sales.yaml", &sales(true, ""));
+    p.apply_converges();
+    p
+}
+
+#[tokio::test]
+async fn every_route_through_a_real_client() {
+    let p = project();
+    let s = serve(&p, &["--max-upload-mb", "1", "--max-rows", "20"]);
+
+    // Auth: /healthz is open; everything else needs the token.
+    let r = client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for path in [
+        "/api/v1/tables",
+        "/openapi.json",
+        "/metrics",
+        "/api/v1/plan",
+    ] {
+        let r = client().get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "unauthorized");
+    }
+    let r = client()
+        .get(s.url("/api/v1/tables"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Tables, one table, its snapshots.
+    let (code, v) = json(s.get("/api/v1/tables")).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v[0]["namespace"], "shop");
+    assert_eq!(v[0]["name"], "sales");
+    assert_eq!(v[0]["total_records"], 30);
+    let (code, t) = json(s.get("/api/v1/tables/shop/sales")).await;
+    assert_eq!(code, 200, "{t}");
+    let names: Vec<&str> = t["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["id", "ts", "region", "qty"]);
+    assert_eq!(t["partition_spec"][0], "ts_day = day(ts)");
+    let (code, v) = json(s.get("/api/v1/tables/shop/nope")).await;
+    assert_eq!((code, v["code"].as_str()), (404, Some("no_such_table")));
+    let (code, snaps) = json(s.get("/api/v1/tables/shop/sales/snapshots")).await;
+    assert_eq!(code, 200);
+    assert_eq!(snaps[0]["annotation"]["change"], "ingest");
+
+    // Upload: appended once per Idempotency-Key.
+    let before = rows(&s).await;
+    let body = upload_csv(1000, 5);
+    let up = |key: &str| {
+        s.post("/api/v1/tables/shop/sales/upload")
+            .header("Content-Type", "text/csv")
+            .header("Idempotency-Key", key)
+            .body(body.clone())
+    };
+    let (code, v) = json(up("k-1")).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(
+        (v["appended"].as_bool(), v["rows"].as_u64()),
+        (Some(true), Some(5))
+    );
+    let snapshot = v["snapshot_id"].as_i64();
+    let (code, v) = json(up("k-1")).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["appended"], false);
+    assert_eq!(v["snapshot_id"].as_i64(), snapshot);
+    assert_eq!(rows(&s).await, before + 5);
+    // Without a key, the content is the identity.
+    let (code, _) = json(
+        s.post("/api/v1/tables/shop/sales/upload")
+            .body(upload_csv(2000, 3)),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, v) = json(
+        s.post("/api/v1/tables/shop/sales/upload")
+            .body(upload_csv(2000, 3)),
+    )
+    .await;
+    assert_eq!((code, v["appended"].as_bool()), (200, Some(false)));
+    assert_eq!(rows(&s).await, before + 8);
+    // JSON lines.
+    let (code, v) = json(
+        s.post("/api/v1/tables/shop/sales/upload?format=json")
+            .body("{\"id\": 3000, \"region\": \"us\", \"qty\": 4}\n"),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+
+    // A bad row: 422 naming line and column, nothing committed.
+    let current = json(s.get("/api/v1/tables/shop/sales")).await.1["current_snapshot_id"].clone();
+    let (code, v) = json(s.post("/api/v1/tables/shop/sales/upload").body(
+        "id,ts,region,qty\n4000,2024-03-01T10:00:00Z,eu,1\n4001,2024-03-01T10:00:00Z,eu,lots\n",
+    ))
+    .await;
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(v["code"], "bad_rows");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains(":3:4:") && msg.contains("lots"), "{msg}");
+    assert_eq!(
+        json(s.get("/api/v1/tables/shop/sales")).await.1["current_snapshot_id"],
+        current
+    );
+
+    // Size limit: 413, nothing committed.
+    let big = upload_csv(10_000, 60_000);
+    assert!(big.len() > 1 << 20);
+    let (code, v) = json(s.post("/api/v1/tables/shop/sales/upload").body(big)).await;
+    assert_eq!((code, v["code"].as_str()), (413, Some("too_large")), "{v}");
+    assert_eq!(
+        json(s.get("/api/v1/tables/shop/sales")).await.1["current_snapshot_id"],
+        current
+    );
+
+    // Query: GET and POST, json / csv / arrow, limit, refused writes.
+    let (code, v) = json(s.post("/api/v1/query").json(&serde_json::json!({
+        "sql": "select id from shop.sales order by id", "limit": 10
+    })))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["rows"].as_array().unwrap().len(), 10);
+    assert_eq!(v["truncated"], true);
+    let (_, v) = json(
+        s.get("/api/v1/query")
+            .query(&[("sql", "select id from shop.sales")]),
+    )
+    .await;
+    assert_eq!(v["rows"].as_array().unwrap().len(), 20, "server max rows");
+    assert_eq!(v["truncated"], true);
+    let r = s
+        .get("/api/v1/query")
+        .query(&[("sql", "select 1 as a, 'x' as b"), ("format", "csv")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "a,b\n1,x\n");
+    let r = s
+        .get("/api/v1/query")
+        .query(&[
+            ("sql", "select count(*) as n from shop.sales"),
+            ("format", "arrow"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+    assert_eq!(batches[0].num_rows(), 1);
+    for sql in [
+        "insert into shop.sales values (1, null, 'eu', 1)",
+        "create table t as select 1",
+        "copy (select 1) to '/tmp/lakectl-copy.csv'",
+        "drop table shop.sales",
+        "set datafusion.execution.batch_size = 1",
+    ] {
+        let (code, v) = json(s.get("/api/v1/query").query(&[("sql", sql)])).await;
+        assert_eq!(
+            (code, v["code"].as_str()),
+            (400, Some("bad_query")),
+            "{sql}: {v}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/lakectl-copy.csv").exists());
+
+    // Rollback through the API, then time travel to before it.
+    let n = rows(&s).await;
+    let (code, v) = json(
+        s.post("/api/v1/tables/shop/sales/rollback")
+            .json(&serde_json::json!({"steps": 1})),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["committed"], true);
+    assert_eq!(rows(&s).await, n - 1);
+    let (code, v) = json(
+        s.post("/api/v1/tables/shop/sales/rollback")
+            .json(&serde_json::json!({"steps": 1, "to": 5})),
+    )
+    .await;
+    assert_eq!((code, v["code"].as_str()), (400, Some("bad_target")));
+
+    // The plan of the served manifests: the rolled-back upload is not a manifest change.
+    let (code, v) = json(s.get("/api/v1/plan")).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["format_version"], "1");
+
+    // OpenAPI and docs.
+    let (code, api) = json(s.get("/openapi.json")).await;
+    assert_eq!(code, 200);
+    for path in [
+        "/healthz",
+        "/api/v1/tables",
+        "/api/v1/tables/{namespace}/{table}",
+        "/api/v1/tables/{namespace}/{table}/snapshots",
+        "/api/v1/tables/{namespace}/{table}/rollback",
+        "/api/v1/tables/{namespace}/{table}/upload",
+        "/api/v1/query",
+        "/api/v1/plan",
+    ] {
+        assert!(
+            api["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
+    }
+    let r = s.get("/docs/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("swagger"));
+    let m = s
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("lakectl_http_requests_total{route=\"/api/v1/tables/{namespace}/{table}/upload\",status=\"201\"}"),
+        "{m}"
+    );
+    assert!(m.contains("lakectl_uploads_total 3"), "{m}");
+}
+
+#[tokio::test]
+async fn concurrent_uploads_to_one_table_all_land_once() {
+    let p = project();
+    let s = serve(&p, &[]);
+    let before = rows(&s).await;
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let req = s
+            .post("/api/v1/tables/shop/sales/upload")
+            .header("Idempotency-Key", format!("batch-{i}"))
+            .body(upload_csv(10_000 + i * 100, 100));
+        // Each upload is also retried once, concurrently with the others.
+        let retry = s
+            .post("/api/v1/tables/shop/sales/upload")
+            .header("Idempotency-Key", format!("batch-{i}"))
+            .body(upload_csv(10_000 + i * 100, 100));
+        tasks.push(tokio::spawn(async move {
+            let a = req.send().await.unwrap().status().as_u16();
+            let b = retry.send().await.unwrap().status().as_u16();
+            (a, b)
+        }));
+    }
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        assert!(matches!((a, b), (201, 200)), "{a} {b}");
+    }
+    assert_eq!(rows(&s).await, before + 800);
+    let (_, v) = json(
+        s.get("/api/v1/query")
+            .query(&[("sql", "select count(distinct id) as d from shop.sales")]),
+    )
+    .await;
+    assert_eq!(v["rows"][0]["d"].as_i64(), Some(before + 800));
+}
+
+#[test]
+fn a_public_address_needs_a_token() {
+    let p = project();
+    let out = Command::new(LAKECTL)
+        .args(["serve", "--manifests", "manifests", "--addr", "0.0.0.0:0"])
+        .env_remove("LAKECTL_TOKEN")
+        .current_dir(p.root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("without a token"), "{}", text(&out));
+}
