@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,18 @@ use super::{ApiError, AppState};
 use crate::lake::TableState;
 
 type Shared = State<Arc<AppState>>;
+
+/// A JSON body, or a 400 `bad_request` in lakectl's error shape.
+fn body<T>(r: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    r.map(|Json(t)| t)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+}
+
+/// Query parameters, or a 400 `bad_request` in lakectl's error shape.
+fn params<T>(r: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    r.map(|Query(t)| t)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+}
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -224,13 +237,17 @@ pub async fn snapshots(
 
 /// Where to roll back to: exactly one of `to`, `to_time`, `steps`.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// A snapshot id.
+    #[serde(default, deserialize_with = "whole")]
     to: Option<i64>,
     /// RFC 3339: the newest snapshot of `main` at or before it.
     to_time: Option<String>,
     /// Snapshots back along `main`.
-    steps: Option<usize>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1)]
+    steps: Option<i64>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -245,9 +262,10 @@ pub struct RollbackRequest {
 pub async fn rollback(
     State(s): Shared,
     Path((namespace, table)): Path<(String, String)>,
-    Json(req): Json<RollbackRequest>,
+    req: Result<Json<RollbackRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use crate::apply::rollback::Target;
+    let req = body(req)?;
     let target = match (req.to, req.to_time, req.steps) {
         (Some(id), None, None) => Target::Snapshot(id),
         (None, Some(t), None) => Target::Time(
@@ -257,7 +275,7 @@ pub async fn rollback(
                 })?
                 .timestamp_millis(),
         ),
-        (None, None, Some(n)) => Target::Steps(n),
+        (None, None, Some(n)) if n >= 1 => Target::Steps(n as usize),
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -307,16 +325,17 @@ pub struct UploadResult {
         ("Idempotency-Key" = Option<String>, Header, description = "retries with the same key append once")),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 201, body = UploadResult), (status = 200, body = UploadResult, description = "already appended"),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 pub async fn upload(
     State(s): Shared,
     Path((namespace, table)): Path<(String, String)>,
-    Query(params): Query<UploadParams>,
+    query: Result<Query<UploadParams>, QueryRejection>,
     headers: HeaderMap,
-    body: Body,
+    upload_body: Body,
 ) -> Result<Response, ApiError> {
     use crate::manifest::types::SourceFormat;
+    let params = params(query)?;
     let t = load(&s, &namespace, &table).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -343,7 +362,7 @@ pub async fn upload(
     let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    let mut stream = body.into_data_stream();
+    let mut stream = upload_body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?;
@@ -443,6 +462,7 @@ pub async fn upload(
 
 /// A read-only SQL query.
 #[derive(Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     /// SQL over `namespace.table`; DDL, DML, COPY and other statements are refused.
     sql: String,
@@ -469,9 +489,9 @@ pub struct QueryResult {
         (status = 401, body = ErrorBody)))]
 pub async fn query_get(
     State(s): Shared,
-    Query(q): Query<QueryRequest>,
+    q: Result<Query<QueryRequest>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    run_query(&s, q).await
+    run_query(&s, params(q)?).await
 }
 
 /// Runs read-only SQL (JSON body form).
@@ -480,9 +500,9 @@ pub async fn query_get(
         (status = 401, body = ErrorBody)))]
 pub async fn query_post(
     State(s): Shared,
-    Json(q): Json<QueryRequest>,
+    q: Result<Json<QueryRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    run_query(&s, q).await
+    run_query(&s, body(q)?).await
 }
 
 async fn run_query(s: &AppState, q: QueryRequest) -> Result<Response, ApiError> {
@@ -577,4 +597,21 @@ pub async fn plan(State(s): Shared) -> Result<Json<serde_json::Value>, ApiError>
         .map_err(internal)?;
     let plan = crate::plan::diff(&set, &actual, s.lake.config.clone());
     Ok(Json(crate::plan::render::json(&plan)))
+}
+
+/// An integer that JSON may spell `3` or `3.0`.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v: Option<serde_json::Number> = Option::deserialize(d)?;
+    match v {
+        None => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer"))),
+    }
 }
