@@ -200,4 +200,119 @@ impl SqlCatalog {
         .await?;
         Ok(r.rows_affected() == 1)
     }
+
+    /// Every namespace: those with properties and those holding tables.
+    pub async fn list_namespaces(&self) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT namespace FROM iceberg_namespace_properties WHERE catalog_name = ?
+             UNION SELECT table_namespace FROM iceberg_tables WHERE catalog_name = ?
+             ORDER BY 1",
+        )
+        .bind(&self.name)
+        .bind(&self.name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get(0)).collect()
+    }
+
+    /// A namespace's properties (without the `exists` marker).
+    pub async fn namespace_properties(
+        &self,
+        ns: &str,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT property_key, property_value FROM iceberg_namespace_properties
+             WHERE catalog_name = ? AND namespace = ? AND property_key <> 'exists'",
+        )
+        .bind(&self.name)
+        .bind(ns)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Sets namespace properties (creating the namespace).
+    pub async fn set_namespace_properties(
+        &self,
+        ns: &str,
+        props: &[(String, String)],
+    ) -> Result<(), sqlx::Error> {
+        self.create_namespace(ns).await?;
+        for (k, v) in props {
+            sqlx::query(
+                "INSERT OR REPLACE INTO iceberg_namespace_properties
+                 (catalog_name, namespace, property_key, property_value) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&self.name)
+            .bind(ns)
+            .bind(k)
+            .bind(v)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Drops an empty namespace; `false` when it has tables.
+    pub async fn drop_namespace(&self, ns: &str) -> Result<bool, sqlx::Error> {
+        let has_tables = sqlx::query(
+            "SELECT 1 FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? LIMIT 1",
+        )
+        .bind(&self.name)
+        .bind(ns)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some();
+        if has_tables {
+            return Ok(false);
+        }
+        sqlx::query(
+            "DELETE FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ?",
+        )
+        .bind(&self.name)
+        .bind(ns)
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
+    }
+
+    /// Removes a table's row (its files stay); `false` when there was none.
+    pub async fn delete_table(&self, ns: &str, table: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(
+            "DELETE FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(&self.name)
+        .bind(ns)
+        .bind(table)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Renames a table's row; `false` when the source is missing or the target exists.
+    pub async fn rename_table(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+    ) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(
+            "UPDATE OR IGNORE iceberg_tables SET table_namespace = ?, table_name = ?
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(to.0)
+        .bind(to.1)
+        .bind(&self.name)
+        .bind(from.0)
+        .bind(from.1)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
 }

@@ -160,6 +160,60 @@ impl Lake {
         Ok(self.catalog.create_namespace(&ns.join(".")).await?)
     }
 
+    pub async fn list_namespaces(&self) -> Result<Vec<NamespaceIdent>, LakeError> {
+        Ok(self
+            .catalog
+            .list_namespaces()
+            .await?
+            .into_iter()
+            .filter_map(|n| NamespaceIdent::from_strs(n.split('.')).ok())
+            .collect())
+    }
+
+    pub async fn namespace_properties(
+        &self,
+        ns: &NamespaceIdent,
+    ) -> Result<Vec<(String, String)>, LakeError> {
+        Ok(self.catalog.namespace_properties(&ns.join(".")).await?)
+    }
+
+    pub async fn set_namespace_properties(
+        &self,
+        ns: &NamespaceIdent,
+        props: &[(String, String)],
+    ) -> Result<(), LakeError> {
+        Ok(self
+            .catalog
+            .set_namespace_properties(&ns.join("."), props)
+            .await?)
+    }
+
+    /// Drops an empty namespace; `false` when it still has tables.
+    pub async fn drop_namespace(&self, ns: &NamespaceIdent) -> Result<bool, LakeError> {
+        Ok(self.catalog.drop_namespace(&ns.join(".")).await?)
+    }
+
+    /// Unregisters a table (its files are left in place); `false` when absent.
+    pub async fn drop_table(&self, ident: &TableIdent) -> Result<bool, LakeError> {
+        Ok(self
+            .catalog
+            .delete_table(&ident.namespace().join("."), ident.name())
+            .await?)
+    }
+
+    /// Renames a table; `false` when the source is missing or the target exists.
+    pub async fn rename_table(
+        &self,
+        from: &TableIdent,
+        to: &TableIdent,
+    ) -> Result<bool, LakeError> {
+        let (fns, tns) = (from.namespace().join("."), to.namespace().join("."));
+        Ok(self
+            .catalog
+            .rename_table((&fns, from.name()), (&tns, to.name()))
+            .await?)
+    }
+
     pub async fn list_tables(&self) -> Result<Vec<TableIdent>, LakeError> {
         let rows = self.catalog.list_tables().await?;
         Ok(rows

@@ -14,12 +14,14 @@
 //!   timeout);
 //! - `GET /api/v1/plan`;
 //! - `GET /openapi.json` (generated from the handlers' types), `GET /docs` (Swagger UI,
-//!   assets vendored in the binary).
+//!   assets vendored in the binary);
+//! - the Iceberg REST catalog API under `/catalog` (see [`catalog`]).
 //!
 //! With a token configured every route but `/healthz` needs `Authorization: Bearer
 //! <token>`; without one, only a loopback address may be bound.
 
 mod api;
+mod catalog;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -171,6 +173,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi());
     Router::new()
         .merge(api::routes())
+        .merge(catalog::routes())
         .merge(docs)
         .route("/metrics", axum::routing::get(metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))

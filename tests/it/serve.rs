@@ -377,3 +377,51 @@ fn a_public_address_needs_a_token() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("without a token"), "{}", text(&out));
 }
+
+/// PyIceberg's RestCatalog and DuckDB's iceberg extension use `lakectl serve` as their
+/// Iceberg REST catalog: list, read what lakectl wrote, create, append, evolve, rename;
+/// a stale commit is refused; lakectl then reads what PyIceberg wrote.
+#[tokio::test]
+async fn pyiceberg_and_duckdb_use_the_rest_catalog_endpoint() {
+    let p = project();
+    let s = serve(&p, &[]);
+    let script = crate::common::oracle_dir().join("rest_clients.py");
+    let out = crate::common::py(&[script.as_os_str(), s.base.as_ref(), TOKEN.as_ref()]);
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["namespaces"], serde_json::json!(["shop"]), "{v}");
+    assert_eq!(v["tables"], serde_json::json!(["shop.sales"]));
+    assert_eq!(v["sales_rows"], 30);
+    let qty: i64 = (0..30u64).map(|i| crate::mutate::row(i).2).sum();
+    assert_eq!(v["sales_qty"], qty);
+    // The stale commit was refused (409), and PyIceberg's retry on fresh metadata landed.
+    assert_eq!(v["stale_append"], "retried", "{v}");
+    assert_eq!(v["stale_statuses"], serde_json::json!([409, 200]), "{v}");
+    assert_eq!(v["py_tables"], serde_json::json!(["py.events2"]));
+    assert_eq!(v["events_rows"], 5);
+    assert_eq!(
+        v["events_fields"],
+        serde_json::json!(["id", "name", "extra"])
+    );
+    assert_eq!(v["duckdb_sales"], serde_json::json!([30, qty]));
+    assert_eq!(v["duckdb_events"], 5);
+
+    // lakectl reads the table PyIceberg made through the endpoint.
+    let (code, r) = json(
+        s.get("/api/v1/query")
+            .query(&[("sql", "select count(*) as n, sum(id) as s from py.events2")]),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["rows"][0], serde_json::json!({"n": 5, "s": 109}));
+    // REST errors have the spec's shape.
+    let (code, e) = json(s.get("/catalog/v1/namespaces/nope/tables/x")).await;
+    assert_eq!(code, 404);
+    assert_eq!(e["error"]["type"], "NoSuchTableException", "{e}");
+    let r = client()
+        .get(s.url("/catalog/v1/config"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the catalog needs the token too");
+}
