@@ -21,6 +21,7 @@
 pub mod catalog;
 pub mod history;
 pub mod ledger;
+pub mod rest;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -99,10 +100,16 @@ pub struct TableState {
     pub metadata_location: String,
 }
 
+/// The catalog behind the commit path.
+enum Backend {
+    Sql(SqlCatalog),
+    Rest(rest::RestClient),
+}
+
 /// An open lakehouse.
 pub struct Lake {
     pub config: LakeConfig,
-    catalog: SqlCatalog,
+    backend: Backend,
     file_io: FileIO,
 }
 
@@ -120,14 +127,20 @@ impl Lake {
     }
 
     async fn open_inner(config: LakeConfig, create: bool) -> Result<Option<Lake>, LakeError> {
-        match config.catalog_kind {
-            CatalogKind::Sql => {}
-            CatalogKind::Rest => return Err(LakeError::Unsupported(
-                "the REST catalog is not supported yet (catalog.type: rest); use the SQL catalog"
-                    .into(),
-            )),
-        }
         let file_io = file_io_for(&config)?;
+        if config.catalog_kind == CatalogKind::Rest {
+            let client = rest::RestClient::connect(
+                &config.catalog_uri,
+                &config.catalog_props,
+                &config.warehouse,
+            )
+            .await?;
+            return Ok(Some(Lake {
+                config,
+                backend: Backend::Rest(client),
+                file_io,
+            }));
+        }
         let Some(catalog) =
             SqlCatalog::connect(&config.catalog_uri, &config.catalog_name, create).await?
         else {
@@ -143,7 +156,7 @@ impl Lake {
         }
         Ok(Some(Lake {
             config,
-            catalog,
+            backend: Backend::Sql(catalog),
             file_io,
         }))
     }
@@ -152,17 +165,36 @@ impl Lake {
         &self.file_io
     }
 
+    /// The SQL catalog, for operations only `lakectl serve` (over a SQL catalog) does.
+    fn sql(&self) -> Result<&SqlCatalog, LakeError> {
+        match &self.backend {
+            Backend::Sql(c) => Ok(c),
+            Backend::Rest(_) => Err(LakeError::Unsupported(
+                "this operation needs lakectl's own (SQL) catalog, not a REST catalog".into(),
+            )),
+        }
+    }
+
     pub async fn namespace_exists(&self, ns: &NamespaceIdent) -> Result<bool, LakeError> {
-        Ok(self.catalog.namespace_exists(&ns.join(".")).await?)
+        match &self.backend {
+            Backend::Sql(c) => Ok(c.namespace_exists(&ns.join(".")).await?),
+            Backend::Rest(c) => c.namespace_exists(ns).await,
+        }
     }
 
     pub async fn create_namespace(&self, ns: &NamespaceIdent) -> Result<(), LakeError> {
-        Ok(self.catalog.create_namespace(&ns.join(".")).await?)
+        match &self.backend {
+            Backend::Sql(c) => Ok(c.create_namespace(&ns.join(".")).await?),
+            Backend::Rest(c) => c.create_namespace(ns).await,
+        }
     }
 
     pub async fn list_namespaces(&self) -> Result<Vec<NamespaceIdent>, LakeError> {
+        if let Backend::Rest(c) = &self.backend {
+            return c.list_namespaces().await;
+        }
         Ok(self
-            .catalog
+            .sql()?
             .list_namespaces()
             .await?
             .into_iter()
@@ -174,7 +206,7 @@ impl Lake {
         &self,
         ns: &NamespaceIdent,
     ) -> Result<Vec<(String, String)>, LakeError> {
-        Ok(self.catalog.namespace_properties(&ns.join(".")).await?)
+        Ok(self.sql()?.namespace_properties(&ns.join(".")).await?)
     }
 
     pub async fn set_namespace_properties(
@@ -183,20 +215,20 @@ impl Lake {
         props: &[(String, String)],
     ) -> Result<(), LakeError> {
         Ok(self
-            .catalog
+            .sql()?
             .set_namespace_properties(&ns.join("."), props)
             .await?)
     }
 
     /// Drops an empty namespace; `false` when it still has tables.
     pub async fn drop_namespace(&self, ns: &NamespaceIdent) -> Result<bool, LakeError> {
-        Ok(self.catalog.drop_namespace(&ns.join(".")).await?)
+        Ok(self.sql()?.drop_namespace(&ns.join(".")).await?)
     }
 
     /// Unregisters a table (its files are left in place); `false` when absent.
     pub async fn drop_table(&self, ident: &TableIdent) -> Result<bool, LakeError> {
         Ok(self
-            .catalog
+            .sql()?
             .delete_table(&ident.namespace().join("."), ident.name())
             .await?)
     }
@@ -209,13 +241,17 @@ impl Lake {
     ) -> Result<bool, LakeError> {
         let (fns, tns) = (from.namespace().join("."), to.namespace().join("."));
         Ok(self
-            .catalog
+            .sql()?
             .rename_table((&fns, from.name()), (&tns, to.name()))
             .await?)
     }
 
     pub async fn list_tables(&self) -> Result<Vec<TableIdent>, LakeError> {
-        let rows = self.catalog.list_tables().await?;
+        let catalog = match &self.backend {
+            Backend::Sql(c) => c,
+            Backend::Rest(c) => return c.list_tables().await,
+        };
+        let rows = catalog.list_tables().await?;
         Ok(rows
             .into_iter()
             .filter_map(|(ns, name)| {
@@ -238,8 +274,20 @@ impl Lake {
 
     /// Loads a table, or `None` when the catalog has no such table.
     pub async fn load_table(&self, ident: &TableIdent) -> Result<Option<TableState>, LakeError> {
-        let Some(location) = self
-            .catalog
+        let catalog = match &self.backend {
+            Backend::Sql(c) => c,
+            Backend::Rest(c) => {
+                return Ok(c
+                    .load_table(ident)
+                    .await?
+                    .map(|(location, metadata)| TableState {
+                        ident: ident.clone(),
+                        metadata,
+                        metadata_location: location,
+                    }))
+            }
+        };
+        let Some(location) = catalog
             .metadata_location(&ident.namespace().join("."), ident.name())
             .await?
         else {
@@ -261,11 +309,14 @@ impl Lake {
         ident: &TableIdent,
         metadata: TableMetadata,
     ) -> Result<TableState, CommitError> {
+        let catalog = match &self.backend {
+            Backend::Sql(c) => c,
+            Backend::Rest(c) => return self.create_table_rest(c, ident, metadata).await,
+        };
         let location = iceberg::MetadataLocation::new_with_metadata(metadata.location(), &metadata);
         metadata.write_to(&self.file_io, &location).await?;
         let location = location.to_string();
-        let inserted = self
-            .catalog
+        let inserted = catalog
             .insert_table(&ident.namespace().join("."), ident.name(), &location)
             .await?;
         if !inserted {
@@ -280,6 +331,49 @@ impl Lake {
         })
     }
 
+    /// A REST create: the server creates the table from the metadata's schema, spec,
+    /// sort order, location and properties; then the first snapshot (lakectl's
+    /// annotated create) is committed on the table it made, requiring that table.
+    async fn create_table_rest(
+        &self,
+        client: &rest::RestClient,
+        ident: &TableIdent,
+        metadata: TableMetadata,
+    ) -> Result<TableState, CommitError> {
+        let (location, created) = client.create_table(ident, &metadata).await?;
+        let Some(snapshot) = metadata.current_snapshot() else {
+            return Ok(TableState {
+                ident: ident.clone(),
+                metadata: created,
+                metadata_location: location,
+            });
+        };
+        let snapshot = snapshot.as_ref().clone();
+        let (branch, reference) = snapshot::main_branch(snapshot.snapshot_id());
+        let requirements = vec![
+            TableRequirement::UuidMatch {
+                uuid: created.uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: branch.clone(),
+                snapshot_id: None,
+            },
+        ];
+        let updates = vec![
+            TableUpdate::AddSnapshot { snapshot },
+            TableUpdate::SetSnapshotRef {
+                ref_name: branch,
+                reference,
+            },
+        ];
+        let (location, metadata) = client.commit(ident, &requirements, &updates).await?;
+        Ok(TableState {
+            ident: ident.clone(),
+            metadata,
+            metadata_location: location,
+        })
+    }
+
     /// The one commit path; see the module doc.
     pub async fn commit(
         &self,
@@ -287,6 +381,17 @@ impl Lake {
         requirements: &[TableRequirement],
         updates: Vec<TableUpdate>,
     ) -> Result<TableState, CommitError> {
+        let catalog = match &self.backend {
+            Backend::Sql(c) => c,
+            Backend::Rest(c) => {
+                let (location, metadata) = c.commit(ident, requirements, &updates).await?;
+                return Ok(TableState {
+                    ident: ident.clone(),
+                    metadata,
+                    metadata_location: location,
+                });
+            }
+        };
         let current = self
             .load_table(ident)
             .await?
@@ -307,8 +412,7 @@ impl Lake {
         let new_location = old.with_next_version().with_new_metadata(&metadata);
         metadata.write_to(&self.file_io, &new_location).await?;
         let new_location = new_location.to_string();
-        let swapped = self
-            .catalog
+        let swapped = catalog
             .compare_and_swap(
                 &ident.namespace().join("."),
                 ident.name(),

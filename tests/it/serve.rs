@@ -425,3 +425,107 @@ async fn pyiceberg_and_duckdb_use_the_rest_catalog_endpoint() {
         .unwrap();
     assert_eq!(r.status(), 401, "the catalog needs the token too");
 }
+
+/// lakectl in REST mode (`catalog.type: rest`) against another `lakectl serve`: create,
+/// ingest, evolve, mutate, rollback with held-back changes; PyIceberg reads the result
+/// through the same endpoint.
+#[tokio::test]
+async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
+    let server_side = Project::new();
+    let s = serve(&server_side, &[]);
+    let p = Project::new();
+    p.write(
+        "lakehouse.yaml",
+        &format!(
+            "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {{name: remote}}\nspec:\n  catalog:\n    type: rest\n    uri: {}/catalog\n    properties: {{token: \"${{env:REMOTE_TOKEN}}\"}}\n  warehouse: ../warehouse\n",
+            s.base
+        ),
+    );
+    csv(&p.root().join("data/a.csv"), 0, 60);
+    p.write("sales.yaml", &sales(true, ""));
+    let run = |args: &[&str]| {
+        Command::new(LAKECTL)
+            .args(args)
+            .current_dir(p.root())
+            .env("NO_COLOR", "1")
+            .env("REMOTE_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    let out = ok(&["apply", "manifests"]);
+    assert!(out.contains("✓ create-table shop.sales"), "{out}");
+    assert!(ok(&["plan", "manifests"]).contains("No changes"));
+    // Evolve and mutate in one apply.
+    let evolved = sales(
+        true,
+        "  policy: {maxMutationShare: 0.5}\n  mutations:\n    - name: zero-eu\n      update: {where: \"region = 'eu'\", set: {qty: 0}}\n",
+    )
+    .replace("      type: int\n", "      type: long\n    - name: note\n      type: string\n");
+    p.write("sales.yaml", &evolved);
+    let out = ok(&["apply", "manifests"]);
+    assert!(out.contains("✓ update-table shop.sales"), "{out}");
+    assert!(out.contains("row(s) changed"), "{out}");
+    assert!(ok(&["plan", "manifests"]).contains("No changes"));
+    let q = |sql: &str| {
+        let out = ok(&["query", sql, "--format", "csv"]);
+        out.lines().nth(1).unwrap_or_default().to_string()
+    };
+    let eu = (0..60u64)
+        .filter(|i| crate::mutate::row(*i).1 == "eu")
+        .count();
+    assert_eq!(
+        q("select count(*) from shop.sales where qty = 0 and region = 'eu'"),
+        eu.to_string()
+    );
+    // The server side sees the same table, committed through its own commit path.
+    let (code, t) = json(s.get("/api/v1/tables/shop/sales")).await;
+    assert_eq!(code, 200, "{t}");
+    assert!(t["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "note"));
+    assert_eq!(t["fields"][3]["type"], "long");
+
+    // Rollback in REST mode: the mutation and the schema change are held back.
+    ok(&["rollback", "shop.sales", "--steps", "2"]);
+    let plan = text(&run(&["plan", "manifests"]));
+    assert!(plan.contains("held back: shop.sales `mutation`"), "{plan}");
+    assert!(
+        plan.contains("held back: shop.sales `update-table`"),
+        "{plan}"
+    );
+    assert_eq!(
+        q("select count(*) from shop.sales where qty = 0"),
+        (0..60u64)
+            .filter(|i| crate::mutate::row(*i).2 == 0)
+            .count()
+            .to_string()
+    );
+
+    // PyIceberg reads the rolled-back table through the endpoint: old schema, old rows.
+    let script = r#"
+import sys, json
+from pyiceberg.catalog.rest import RestCatalog
+t = RestCatalog("x", uri=sys.argv[1] + "/catalog", token=sys.argv[2]).load_table("shop.sales")
+a = t.scan().to_arrow()
+print(json.dumps({"rows": a.num_rows, "fields": [f.name for f in t.schema().fields]}))
+"#;
+    let out = crate::common::py(&[
+        "-c".as_ref(),
+        script.as_ref(),
+        s.base.as_ref(),
+        TOKEN.as_ref(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["rows"], 60);
+    assert_eq!(
+        v["fields"],
+        serde_json::json!(["id", "ts", "region", "qty"])
+    );
+}
