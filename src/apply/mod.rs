@@ -185,16 +185,22 @@ pub async fn apply_table(lake: &Lake, t: &TableChange) -> Result<TableState, App
         }
     })
     .await;
-    result.map_err(|e| match e {
+    result.map_err(|e| commit_failure(&t.table, e))
+}
+
+/// A commit-path error as `table`'s apply error: a change that no longer applies (with
+/// its reason), or a failed commit.
+pub(crate) fn commit_failure(table: &str, e: CommitError) -> ApplyError {
+    match e {
         CommitError::Failed(LakeError::Unsupported(reason)) => ApplyError::NoLongerApplies {
-            table: t.table.clone(),
+            table: table.to_string(),
             reason,
         },
         source => ApplyError::Commit {
-            table: t.table.clone(),
+            table: table.to_string(),
             source,
         },
-    })
+    }
 }
 
 /// Fault injection for tests: `LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS` holds the first

@@ -228,14 +228,5 @@ pub async fn apply_mutation(
         }
     })
     .await;
-    result.map_err(|e| match e {
-        CommitError::Failed(LakeError::Unsupported(reason)) => ApplyError::NoLongerApplies {
-            table: c.table.clone(),
-            reason,
-        },
-        source => ApplyError::Commit {
-            table: c.table.clone(),
-            source,
-        },
-    })
+    result.map_err(|e| super::commit_failure(&c.table, e))
 }

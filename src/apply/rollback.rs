@@ -274,14 +274,5 @@ pub async fn rollback(
         }
     })
     .await;
-    result.map_err(|e| match e {
-        CommitError::Failed(LakeError::Unsupported(reason)) => ApplyError::NoLongerApplies {
-            table: table.clone(),
-            reason,
-        },
-        source => ApplyError::Commit {
-            table: table.clone(),
-            source,
-        },
-    })
+    result.map_err(|e| super::commit_failure(&table, e))
 }
