@@ -129,12 +129,8 @@ impl Lake {
     async fn open_inner(config: LakeConfig, create: bool) -> Result<Option<Lake>, LakeError> {
         let file_io = file_io_for(&config)?;
         if config.catalog_kind == CatalogKind::Rest {
-            let client = rest::RestClient::connect(
-                &config.catalog_uri,
-                &config.catalog_props,
-                &config.warehouse,
-            )
-            .await?;
+            let client =
+                rest::RestClient::connect(&config.catalog_uri, &config.catalog_props).await?;
             return Ok(Some(Lake {
                 config,
                 backend: Backend::Rest(client),
@@ -332,23 +328,30 @@ impl Lake {
     }
 
     /// A REST create: the server creates the table from the metadata's schema, spec,
-    /// sort order, location and properties; then the first snapshot (lakectl's
-    /// annotated create) is committed on the table it made, requiring that table.
+    /// sort order and properties (at the metadata's location only when it is not the
+    /// default one lakectl derived: otherwise the server places it); then the first
+    /// snapshot (lakectl's annotated create) is made again on the table the server
+    /// made and committed, requiring that table.
     async fn create_table_rest(
         &self,
         client: &rest::RestClient,
         ident: &TableIdent,
         metadata: TableMetadata,
     ) -> Result<TableState, CommitError> {
-        let (location, created) = client.create_table(ident, &metadata).await?;
-        let Some(snapshot) = metadata.current_snapshot() else {
+        let default = self.default_location(ident);
+        let location = (metadata.location() != default).then(|| metadata.location());
+        let (location, created) = client.create_table(ident, &metadata, location).await?;
+        let Some(first) = metadata.current_snapshot() else {
             return Ok(TableState {
                 ident: ident.clone(),
                 metadata: created,
                 metadata_location: location,
             });
         };
-        let snapshot = snapshot.as_ref().clone();
+        let mut props = first.summary().additional_properties.clone();
+        props.retain(|k, _| k.starts_with("lakectl."));
+        let snapshot =
+            snapshot::append_snapshot(&self.file_io, &created, Vec::new(), props).await?;
         let (branch, reference) = snapshot::main_branch(snapshot.snapshot_id());
         let requirements = vec![
             TableRequirement::UuidMatch {

@@ -51,11 +51,12 @@ async fn message(r: reqwest::Response) -> String {
 }
 
 impl RestClient {
-    /// Connects: `GET /v1/config` (with the warehouse), which may set a path prefix.
+    /// Connects: `GET /v1/config`, which may set a path prefix. The catalog's
+    /// `warehouse` (the server's name for it, as in PyIceberg) is the `warehouse`
+    /// catalog property; without one the server's default is used.
     pub async fn connect(
         uri: &str,
         props: &BTreeMap<String, String>,
-        warehouse: &str,
     ) -> Result<RestClient, LakeError> {
         let mut c = RestClient {
             base: uri.trim_end_matches('/').to_string(),
@@ -64,11 +65,7 @@ impl RestClient {
             http: reqwest::Client::new(),
         };
         let mut req = c.request(reqwest::Method::GET, &format!("{}/v1/config", c.base));
-        if let Some(w) = props
-            .get("warehouse")
-            .map(String::as_str)
-            .or(Some(warehouse))
-        {
+        if let Some(w) = props.get("warehouse") {
             req = req.query(&[("warehouse", w)]);
         }
         let r = req.send().await.map_err(err)?;
@@ -209,16 +206,18 @@ impl RestClient {
         }
     }
 
-    /// Creates the table from `metadata`'s schema, spec, sort order, location and
-    /// properties (the server assigns ids and writes the first metadata file).
+    /// Creates the table from `metadata`'s schema, spec, sort order and properties, at
+    /// `location` or where the server puts it (it assigns ids and writes the first
+    /// metadata file).
     pub async fn create_table(
         &self,
         ident: &TableIdent,
         metadata: &TableMetadata,
+        location: Option<&str>,
     ) -> Result<(String, TableMetadata), CommitError> {
         let body = json!({
             "name": ident.name(),
-            "location": metadata.location(),
+            "location": location,
             "schema": metadata.current_schema(),
             "partition-spec": metadata.default_partition_spec().as_ref().clone().into_unbound(),
             "write-order": metadata.default_sort_order(),

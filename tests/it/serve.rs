@@ -428,17 +428,96 @@ async fn pyiceberg_and_duckdb_use_the_rest_catalog_endpoint() {
 
 /// lakectl in REST mode (`catalog.type: rest`) against another `lakectl serve`: create,
 /// ingest, evolve, mutate, rollback with held-back changes; PyIceberg reads the result
-/// through the same endpoint.
+/// through the same endpoint, and the server's own API sees the evolved table.
 #[tokio::test]
 async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
     let server_side = Project::new();
     let s = serve(&server_side, &[]);
+    let catalog = format!("{}/catalog", s.base);
+    rest_mode_round_trip(&catalog, Some(TOKEN), || async {
+        let (code, t) = json(s.get("/api/v1/tables/shop/sales")).await;
+        assert_eq!(code, 200, "{t}");
+        assert!(t["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "note"));
+        assert_eq!(t["fields"][3]["type"], "long");
+    })
+    .await;
+}
+
+/// The same round trip against rustberg, an independent Iceberg REST catalog server
+/// (`$LAKECTL_RUSTBERG`, installed by `.ci/run`), with a `file://` warehouse.
+#[tokio::test]
+async fn rest_mode_against_rustberg() {
+    let bin = std::env::var_os("LAKECTL_RUSTBERG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/lakectl-tools/bin/rustberg")
+        });
+    assert!(
+        bin.exists(),
+        "no rustberg at {} (.ci/run installs it; or set LAKECTL_RUSTBERG)",
+        bin.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args([
+            "--dev",
+            "--no-auth",
+            "--insecure-http",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--port", &port.to_string(), "--catalog-url", "memory://"])
+        .arg("--warehouse")
+        .arg(format!("file://{}", dir.path().display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rustberg");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if let Ok(r) = client().get(server.url("/v1/config")).send().await {
+            up = r.status().is_success();
+            if up {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "rustberg did not come up on {}", server.base);
+    rest_mode_round_trip(&server.base, None, || async {}).await;
+}
+
+/// plan/apply (create, ingest, evolve, mutate) and rollback in REST mode against the
+/// catalog at `uri`; `server_check` looks at the result from the server's side.
+async fn rest_mode_round_trip<F, Fut>(uri: &str, token: Option<&str>, server_check: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let p = Project::new();
+    let props = if token.is_some() {
+        "\n    properties: {token: \"${env:REMOTE_TOKEN}\"}"
+    } else {
+        ""
+    };
     p.write(
         "lakehouse.yaml",
         &format!(
-            "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {{name: remote}}\nspec:\n  catalog:\n    type: rest\n    uri: {}/catalog\n    properties: {{token: \"${{env:REMOTE_TOKEN}}\"}}\n  warehouse: ../warehouse\n",
-            s.base
+            "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {{name: remote}}\nspec:\n  catalog:\n    type: rest\n    uri: {uri}{props}\n  warehouse: ../warehouse\n"
         ),
     );
     csv(&p.root().join("data/a.csv"), 0, 60);
@@ -448,7 +527,7 @@ async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
             .args(args)
             .current_dir(p.root())
             .env("NO_COLOR", "1")
-            .env("REMOTE_TOKEN", TOKEN)
+            .env("REMOTE_TOKEN", token.unwrap_or(""))
             .output()
             .unwrap()
     };
@@ -459,13 +538,17 @@ async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
     };
     let out = ok(&["apply", "manifests"]);
     assert!(out.contains("✓ create-table shop.sales"), "{out}");
+    assert!(out.contains("60 row(s)"), "{out}");
     assert!(ok(&["plan", "manifests"]).contains("No changes"));
     // Evolve and mutate in one apply.
     let evolved = sales(
         true,
         "  policy: {maxMutationShare: 0.5}\n  mutations:\n    - name: zero-eu\n      update: {where: \"region = 'eu'\", set: {qty: 0}}\n",
     )
-    .replace("      type: int\n", "      type: long\n    - name: note\n      type: string\n");
+    .replace(
+        "      type: int\n",
+        "      type: long\n    - name: note\n      type: string\n",
+    );
     p.write("sales.yaml", &evolved);
     let out = ok(&["apply", "manifests"]);
     assert!(out.contains("✓ update-table shop.sales"), "{out}");
@@ -482,15 +565,7 @@ async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
         q("select count(*) from shop.sales where qty = 0 and region = 'eu'"),
         eu.to_string()
     );
-    // The server side sees the same table, committed through its own commit path.
-    let (code, t) = json(s.get("/api/v1/tables/shop/sales")).await;
-    assert_eq!(code, 200, "{t}");
-    assert!(t["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|f| f["name"] == "note"));
-    assert_eq!(t["fields"][3]["type"], "long");
+    server_check().await;
 
     // Rollback in REST mode: the mutation and the schema change are held back.
     ok(&["rollback", "shop.sales", "--steps", "2"]);
@@ -508,19 +583,20 @@ async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
             .to_string()
     );
 
-    // PyIceberg reads the rolled-back table through the endpoint: old schema, old rows.
+    // PyIceberg reads the rolled-back table through the catalog: old schema, old rows.
     let script = r#"
 import sys, json
 from pyiceberg.catalog.rest import RestCatalog
-t = RestCatalog("x", uri=sys.argv[1] + "/catalog", token=sys.argv[2]).load_table("shop.sales")
+props = {"token": sys.argv[2]} if sys.argv[2] else {}
+t = RestCatalog("x", uri=sys.argv[1], **props).load_table("shop.sales")
 a = t.scan().to_arrow()
 print(json.dumps({"rows": a.num_rows, "fields": [f.name for f in t.schema().fields]}))
 "#;
     let out = crate::common::py(&[
         "-c".as_ref(),
         script.as_ref(),
-        s.base.as_ref(),
-        TOKEN.as_ref(),
+        uri.as_ref(),
+        token.unwrap_or("").as_ref(),
     ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["rows"], 60);
