@@ -14,8 +14,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::common::{oracle_dir, python, text, Project};
 
-const KEY: &str = "lakectl-test";
-const SECRET: &str = "lakectl-test-secret";
+pub const KEY: &str = "lakectl-test";
+pub const SECRET: &str = "lakectl-test-secret";
 
 /// The s3s-fs binary: `$LAKECTL_S3S_FS`, or where `.ci/run` installs it.
 fn s3s_fs() -> PathBuf {
@@ -31,9 +31,9 @@ fn s3s_fs() -> PathBuf {
     p
 }
 
-struct Server {
+pub struct Server {
     child: Child,
-    endpoint: String,
+    pub endpoint: String,
     _dir: tempfile::TempDir,
 }
 
@@ -44,7 +44,7 @@ impl Drop for Server {
     }
 }
 
-fn start(buckets: &[&str]) -> Server {
+pub fn start(buckets: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     for b in buckets {
         std::fs::create_dir_all(dir.path().join(b)).unwrap();

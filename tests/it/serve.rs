@@ -28,6 +28,7 @@ fn serve(p: &Project, extra: &[&str]) -> Server {
         .args(["serve", "--manifests", "manifests", "--addr", "127.0.0.1:0"])
         .args(extra)
         .env("LAKECTL_TOKEN", TOKEN)
+        .env("LAKECTL_TEST_S3_SECRET", crate::s3::SECRET)
         .current_dir(p.root())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -434,7 +435,7 @@ async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
     let server_side = Project::new();
     let s = serve(&server_side, &[]);
     let catalog = format!("{}/catalog", s.base);
-    rest_mode_round_trip(&catalog, Some(TOKEN), || async {
+    rest_mode_round_trip(&catalog, Some(TOKEN), None, || async {
         let (code, t) = json(s.get("/api/v1/tables/shop/sales")).await;
         assert_eq!(code, 200, "{t}");
         assert!(t["fields"]
@@ -498,13 +499,56 @@ async fn rest_mode_against_rustberg() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(up, "rustberg did not come up on {}", server.base);
-    rest_mode_round_trip(&server.base, None, || async {}).await;
+    rest_mode_round_trip(&server.base, None, None, || async {}).await;
+}
+
+/// The `warehouse:` and `storage:` lines of a Lakehouse with an S3 warehouse on the S3
+/// test server at `endpoint` (the secret through `${env:LAKECTL_TEST_S3_SECRET}`).
+fn s3_lines(endpoint: &str) -> String {
+    format!(
+        "  warehouse: s3://lake/warehouse\n  storage:\n    s3.endpoint: {endpoint}\n    s3.region: us-east-1\n    s3.access-key-id: {}\n    s3.secret-access-key: ${{env:LAKECTL_TEST_S3_SECRET}}\n",
+        crate::s3::KEY
+    )
+}
+
+/// REST mode with an S3 warehouse: `lakectl serve` keeps its metadata on the S3 test
+/// server, and lakectl in REST mode writes its data files there.
+#[tokio::test]
+async fn rest_mode_with_an_s3_warehouse() {
+    let s3 = crate::s3::start(&["lake"]);
+    let server_side = Project::new();
+    server_side.write(
+        "lakehouse.yaml",
+        &format!(
+            "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {{name: s3}}\nspec:\n  catalog:\n    type: sql\n    uri: sqlite:../.lakectl/catalog.db\n{}",
+            s3_lines(&s3.endpoint)
+        ),
+    );
+    let s = serve(&server_side, &[]);
+    let catalog = format!("{}/catalog", s.base);
+    rest_mode_round_trip(&catalog, Some(TOKEN), Some(&s3.endpoint), || async {
+        let (code, t) = json(s.get("/api/v1/tables/shop/sales")).await;
+        assert_eq!(code, 200, "{t}");
+        assert!(
+            t["metadata_location"]
+                .as_str()
+                .unwrap()
+                .starts_with("s3://lake/warehouse/"),
+            "{t}"
+        );
+    })
+    .await;
 }
 
 /// plan/apply (create, ingest, evolve, mutate) and rollback in REST mode against the
-/// catalog at `uri`; `server_check` looks at the result from the server's side.
-async fn rest_mode_round_trip<F, Fut>(uri: &str, token: Option<&str>, server_check: F)
-where
+/// catalog at `uri` (with an S3 warehouse on the S3 test server at `s3`, else local);
+/// `server_check` looks at the result from the server's side.
+async fn rest_mode_round_trip<F, Fut>(
+    uri: &str,
+    token: Option<&str>,
+    s3: Option<&str>,
+    server_check: F,
+) where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -514,10 +558,14 @@ where
     } else {
         ""
     };
+    let warehouse = match s3 {
+        Some(endpoint) => s3_lines(endpoint),
+        None => "  warehouse: ../warehouse\n".to_string(),
+    };
     p.write(
         "lakehouse.yaml",
         &format!(
-            "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {{name: remote}}\nspec:\n  catalog:\n    type: rest\n    uri: {uri}{props}\n  warehouse: ../warehouse\n"
+            "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {{name: remote}}\nspec:\n  catalog:\n    type: rest\n    uri: {uri}{props}\n{warehouse}"
         ),
     );
     csv(&p.root().join("data/a.csv"), 0, 60);
@@ -528,6 +576,7 @@ where
             .current_dir(p.root())
             .env("NO_COLOR", "1")
             .env("REMOTE_TOKEN", token.unwrap_or(""))
+            .env("LAKECTL_TEST_S3_SECRET", crate::s3::SECRET)
             .output()
             .unwrap()
     };
@@ -588,6 +637,10 @@ where
 import sys, json
 from pyiceberg.catalog.rest import RestCatalog
 props = {"token": sys.argv[2]} if sys.argv[2] else {}
+if sys.argv[3]:
+    props.update({"s3.endpoint": sys.argv[3], "s3.region": "us-east-1",
+                  "s3.access-key-id": sys.argv[4], "s3.secret-access-key": sys.argv[5],
+                  "s3.force-virtual-addressing": "false"})
 t = RestCatalog("x", uri=sys.argv[1], **props).load_table("shop.sales")
 a = t.scan().to_arrow()
 print(json.dumps({"rows": a.num_rows, "fields": [f.name for f in t.schema().fields]}))
@@ -597,6 +650,9 @@ print(json.dumps({"rows": a.num_rows, "fields": [f.name for f in t.schema().fiel
         script.as_ref(),
         uri.as_ref(),
         token.unwrap_or("").as_ref(),
+        s3.unwrap_or("").as_ref(),
+        crate::s3::KEY.as_ref(),
+        crate::s3::SECRET.as_ref(),
     ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["rows"], 60);
