@@ -83,7 +83,7 @@ pub fn start(buckets: &[&str]) -> Server {
     }
 }
 
-fn client(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
+pub fn client(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
     Arc::new(
         AmazonS3Builder::new()
             .with_endpoint(endpoint)

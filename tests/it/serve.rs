@@ -105,7 +105,17 @@ fn project() -> Project {
 #[tokio::test]
 async fn every_route_through_a_real_client() {
     let p = project();
-    let s = serve(&p, &["--max-upload-mb", "1", "--max-rows", "20"]);
+    let s = serve(
+        &p,
+        &[
+            "--max-upload-mb",
+            "1",
+            "--max-rows",
+            "20",
+            "--query-timeout-secs",
+            "2",
+        ],
+    );
 
     // Auth: /healthz is open; everything else needs the token.
     let r = client().get(s.url("/healthz")).send().await.unwrap();
@@ -263,6 +273,7 @@ async fn every_route_through_a_real_client() {
         "copy (select 1) to '/tmp/lakectl-copy.csv'",
         "drop table shop.sales",
         "set datafusion.execution.batch_size = 1",
+        "select * from '/etc/hostname'",
     ] {
         let (code, v) = json(s.get("/api/v1/query").query(&[("sql", sql)])).await;
         assert_eq!(
@@ -272,6 +283,16 @@ async fn every_route_through_a_real_client() {
         );
     }
     assert!(!std::path::Path::new("/tmp/lakectl-copy.csv").exists());
+    // A query past the timeout is cancelled with 408; the server goes on serving.
+    let t = std::time::Instant::now();
+    let (code, v) = json(s.get("/api/v1/query").query(&[(
+        "sql",
+        "select count(*) from range(1, 1000000000000) where value % 7 = 3",
+    )]))
+    .await;
+    assert_eq!((code, v["code"].as_str()), (408, Some("timeout")), "{v}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(rows(&s).await, rows(&s).await);
 
     // Rollback through the API, then time travel to before it.
     let n = rows(&s).await;
@@ -448,10 +469,10 @@ async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
     .await;
 }
 
-/// The same round trip against rustberg, an independent Iceberg REST catalog server
-/// (`$LAKECTL_RUSTBERG`, installed by `.ci/run`), with a `file://` warehouse.
-#[tokio::test]
-async fn rest_mode_against_rustberg() {
+/// rustberg, an independent Iceberg REST catalog server (`$LAKECTL_RUSTBERG`, installed
+/// by `.ci/run`), on 127.0.0.1 with an in-memory catalog: a `file://` warehouse, or an
+/// S3 one on the S3 test server at `s3`. Returns the server and its temporary dir.
+async fn rustberg(s3: Option<&str>) -> (Server, tempfile::TempDir) {
     let bin = std::env::var_os("LAKECTL_RUSTBERG")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
@@ -469,17 +490,35 @@ async fn rest_mode_against_rustberg() {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(bin)
-        .args([
-            "--dev",
-            "--no-auth",
-            "--insecure-http",
-            "--host",
-            "127.0.0.1",
-        ])
-        .args(["--port", &port.to_string(), "--catalog-url", "memory://"])
-        .arg("--warehouse")
-        .arg(format!("file://{}", dir.path().display()))
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--dev",
+        "--no-auth",
+        "--insecure-http",
+        "--host",
+        "127.0.0.1",
+    ])
+    .args(["--port", &port.to_string(), "--catalog-url", "memory://"]);
+    match s3 {
+        Some(endpoint) => {
+            let config = dir.path().join("rustberg.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[storage]\nwarehouse_location = \"s3://lake/warehouse\"\n\n[storage.properties]\n\"s3.endpoint\" = \"{endpoint}\"\n\"s3.region\" = \"us-east-1\"\n\"s3.path-style-access\" = \"true\"\n\"s3.access-key-id\" = \"{}\"\n\"s3.secret-access-key\" = \"{}\"\n",
+                    crate::s3::KEY,
+                    crate::s3::SECRET
+                ),
+            )
+            .unwrap();
+            cmd.arg("--config").arg(config);
+        }
+        None => {
+            cmd.arg("--warehouse")
+                .arg(format!("file://{}", dir.path().display()));
+        }
+    }
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -499,7 +538,36 @@ async fn rest_mode_against_rustberg() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(up, "rustberg did not come up on {}", server.base);
+    (server, dir)
+}
+
+/// The same round trip against rustberg with a `file://` warehouse.
+#[tokio::test]
+async fn rest_mode_against_rustberg() {
+    let (server, _dir) = rustberg(None).await;
     rest_mode_round_trip(&server.base, None, None, || async {}).await;
+}
+
+/// And against rustberg with an S3 warehouse on the S3 test server.
+#[tokio::test]
+async fn rest_mode_against_rustberg_with_an_s3_warehouse() {
+    let s3 = crate::s3::start(&["lake"]);
+    let (server, _dir) = rustberg(Some(&s3.endpoint)).await;
+    rest_mode_round_trip(&server.base, None, Some(&s3.endpoint), || async {}).await;
+    // Metadata (rustberg's) and data (lakectl's) are on the S3 server.
+    use futures::TryStreamExt;
+    let store = crate::s3::client(&s3.endpoint, "lake");
+    let keys: Vec<String> = store
+        .list(Some(&object_store::path::Path::from("warehouse")))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.ends_with(".metadata.json")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
 }
 
 /// The `warehouse:` and `storage:` lines of a Lakehouse with an S3 warehouse on the S3

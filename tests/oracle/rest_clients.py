@@ -53,6 +53,8 @@ except CommitFailedException:
     out["stale_append"] = "refused"
 out["stale_statuses"] = statuses[before:]
 cat.rename_table("py.events", "py.events2")
+cat.create_table("py.scratch", schema=Schema(NestedField(1, "x", LongType(), required=False)))
+cat.drop_table("py.scratch")
 out["py_tables"] = sorted(".".join(x) for x in cat.list_tables("py"))
 events = cat.load_table("py.events2")
 out["events_rows"] = events.scan().to_arrow().num_rows
