@@ -11,3 +11,4 @@ pub mod mutate;
 pub mod plan;
 pub mod query;
 pub mod serve;
+pub mod watch;

@@ -109,6 +109,29 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         max_rows: usize,
     },
+    /// Reconcile continuously: plan and apply on manifest or source changes and every
+    /// resync interval; per-table status at /status.
+    Watch {
+        #[arg(default_value = "manifests")]
+        dir: PathBuf,
+        /// Full resync interval: `60`, `60s`, `500ms`, `5m`.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        /// Serve /status, /healthz and /metrics here.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// Stop after N cycles (default: run until SIGTERM / Ctrl-C).
+        #[arg(long)]
+        cycles: Option<u64>,
+    },
+    /// Per-table status of a running `lakectl watch` (its /status).
+    Status {
+        /// The watcher's address, e.g. http://127.0.0.1:9090
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        url: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Remove old snapshots and the files only they reference, by the table's
     /// `spec.retention` (tags and refs are always kept).
     Expire {
@@ -260,6 +283,27 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Watch {
+            dir,
+            interval,
+            addr,
+            cycles,
+        } => runtime.block_on(async {
+            let config = lakectl::watch::WatchConfig {
+                manifests: dir,
+                interval,
+                addr,
+                max_cycles: cycles,
+            };
+            match lakectl::watch::watch(config).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }),
+        Command::Status { url, output } => runtime.block_on(status_cmd(&url, output, style)),
         Command::Expire {
             table,
             dry_run,
@@ -944,4 +988,71 @@ async fn expire_cmd(
         }
     }
     0
+}
+
+/// `60`, `60s`, `500ms`, `5m`, `1h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("`{s}`: use ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+async fn status_cmd(url: &str, output: Output, style: render::Style) -> u8 {
+    let url = format!("{}/status", url.trim_end_matches('/'));
+    let body = match reqwest::get(&url).await {
+        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await,
+        Ok(r) => {
+            eprintln!("error: {url}: {}", r.status());
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("error: {url}: {e}");
+            return 1;
+        }
+    };
+    let v = match body {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {url}: {e}");
+            return 1;
+        }
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Output::Text => {
+            if let Some(e) = v["error"].as_str() {
+                println!("{} {e}", style.red("error:"));
+            }
+            for (name, t) in v["tables"].as_object().cloned().unwrap_or_default() {
+                let cond = t["condition"].as_str().unwrap_or("?");
+                let painted = match cond {
+                    "Ready" => style.green(cond),
+                    "Degraded" => style.red(cond),
+                    _ => style.yellow(cond),
+                };
+                println!(
+                    "{name:<30} {painted:<12} {}: {}",
+                    t["reason"].as_str().unwrap_or(""),
+                    t["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    let degraded = v["tables"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|t| t["condition"] == "Degraded"));
+    u8::from(degraded || v["error"].is_string())
 }

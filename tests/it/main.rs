@@ -11,3 +11,4 @@ mod mutate;
 mod oracle;
 mod s3;
 mod serve;
+mod watch;

@@ -1,0 +1,456 @@
+//! `lakectl watch`: the reconcile loop. Level-triggered: every cycle re-reads the
+//! manifests and the actual tables (plan, then apply), whatever woke it: a change
+//! under the manifest directory or a source directory (polled, debounced) or the
+//! resync interval. Tables are reconciled one at a time each, independent tables
+//! in parallel; a table whose apply fails backs off exponentially (1 s doubling, at
+//! most 5 min, reset when its manifest changes) without stopping the others.
+//!
+//! Status per table (`Ready`, `Progressing`, `Degraded` with reason and message, last
+//! applied snapshot, last error, pending changes) is served at `GET /status`, with
+//! `/healthz` and `/metrics`. SIGTERM or Ctrl-C stops the loop between changes: a
+//! change being applied finishes (each is one atomic commit), then the process exits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::lake::Lake;
+use crate::manifest::ManifestSet;
+
+/// How `watch` runs.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub manifests: PathBuf,
+    /// Full resync at least this often.
+    pub interval: Duration,
+    /// Where to serve `/status`, `/healthz`, `/metrics` (none: no server).
+    pub addr: Option<SocketAddr>,
+    /// Stop after this many cycles (tests, one-shot runs); `None`: until a signal.
+    pub max_cycles: Option<u64>,
+}
+
+/// The condition of one table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableStatus {
+    /// `Ready` (matches its manifest), `Progressing` (changes being applied) or
+    /// `Degraded` (the last attempt failed; see `reason`, `message`).
+    pub condition: String,
+    pub reason: String,
+    pub message: String,
+    pub last_applied_snapshot: Option<i64>,
+    pub last_error: Option<String>,
+    /// Changes the last plan found (0 when `Ready`).
+    pub pending_changes: usize,
+    /// Held-back changes the plan lists (not applied).
+    pub held_back: usize,
+    pub consecutive_failures: u32,
+    /// RFC 3339 time of the last reconcile.
+    pub last_reconcile: String,
+}
+
+/// The whole status document (`GET /status`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub cycles: u64,
+    pub tables: BTreeMap<String, TableStatus>,
+    /// Errors that stop every table (manifests that do not load, an unreachable catalog).
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    reconciles: AtomicU64,
+    errors: AtomicU64,
+    applied_changes: AtomicU64,
+    reconcile_micros: AtomicU64,
+}
+
+struct Shared {
+    status: Mutex<Status>,
+    counters: Counters,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A fingerprint of the files a cycle depends on: the manifests and every local
+/// directory a source names (paths, sizes, mtimes), so a new or edited file wakes
+/// the loop.
+fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut roots = vec![dir.to_path_buf()];
+    if let Ok(set) = crate::manifest::load(dir) {
+        for t in &set.tables {
+            let base = t.file.parent().unwrap_or(Path::new("."));
+            for s in &t.value.spec.sources {
+                if !s.uri.contains("://") {
+                    let fixed: PathBuf = s
+                        .uri
+                        .split(['*', '?', '['])
+                        .next()
+                        .map(|p| base.join(p))
+                        .unwrap_or_default();
+                    let root = if fixed.is_dir() {
+                        fixed
+                    } else {
+                        fixed.parent().map(Path::to_path_buf).unwrap_or(fixed)
+                    };
+                    roots.push(root);
+                }
+            }
+        }
+    }
+    roots.sort();
+    roots.dedup();
+    for root in roots {
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            let mut entries: Vec<_> = entries.flatten().collect();
+            entries.sort_by_key(|e| e.path());
+            for e in entries {
+                let name = e.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let Ok(m) = e.metadata() else { continue };
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    e.path().hash(&mut h);
+                    m.len().hash(&mut h);
+                    m.modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map(|d| d.as_nanos())
+                        .hash(&mut h);
+                }
+            }
+        }
+    }
+    h.finish()
+}
+
+/// Runs the loop until a signal (or `max_cycles`).
+pub async fn watch(config: WatchConfig) -> Result<(), String> {
+    let shared = Arc::new(Shared {
+        status: Mutex::new(Status::default()),
+        counters: Counters::default(),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            crate::serve::shutdown_signal().await;
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    if let Some(addr) = config.addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on http://{bound}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let app = router(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    // Per table: consecutive failures and when to try again.
+    let mut backoff: HashMap<String, (u32, Instant, String)> = HashMap::new();
+    let mut cycles = 0u64;
+    loop {
+        let started = Instant::now();
+        let seen = fingerprint(&config.manifests);
+        cycle(&config, &shared, &mut backoff, &stop).await;
+        cycles += 1;
+        shared
+            .counters
+            .reconcile_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if let Ok(mut s) = shared.status.lock() {
+            s.cycles = cycles;
+        }
+        if stop.load(Ordering::SeqCst) || config.max_cycles.is_some_and(|m| cycles >= m) {
+            return Ok(());
+        }
+        // Sleep until the interval is up, a watched file changes, a backoff expires,
+        // or a signal.
+        let deadline = Instant::now() + config.interval;
+        let next_retry = backoff.values().map(|(_, at, _)| *at).min();
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline || next_retry.is_some_and(|t| now >= t) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if fingerprint(&config.manifests) != seen {
+                // Debounce: let a burst of writes settle. New input: retry every table
+                // now, backing off or not.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                backoff.clear();
+                break;
+            }
+        }
+    }
+}
+
+async fn cycle(
+    config: &WatchConfig,
+    shared: &Arc<Shared>,
+    backoff: &mut HashMap<String, (u32, Instant, String)>,
+    stop: &Arc<AtomicBool>,
+) {
+    let set_error = |e: String| {
+        shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut s) = shared.status.lock() {
+            s.error = Some(e);
+        }
+    };
+    let set = match ManifestSet::load_valid(&config.manifests) {
+        Ok(s) => s,
+        Err(d) => {
+            return set_error(
+                d.0.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        }
+    };
+    let lake = match set.lake_config() {
+        Ok(c) => match Lake::open(c).await {
+            Ok(l) => l,
+            Err(e) => return set_error(e.to_string()),
+        },
+        Err(d) => {
+            return set_error(
+                d.0.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        }
+    };
+    if let Ok(mut s) = shared.status.lock() {
+        s.error = None;
+        let names: Vec<String> = set.tables.iter().map(|t| t.table_name()).collect();
+        s.tables.retain(|k, _| names.contains(k));
+    }
+    let lake = Arc::new(lake);
+    let mut jobs = Vec::new();
+    for t in &set.tables {
+        let name = t.table_name();
+        // A table's manifest text: a change resets its backoff.
+        let text = serde_json::to_string(&t.value).unwrap_or_default();
+        if let Some((_, at, seen)) = backoff.get(&name) {
+            if *seen == text && Instant::now() < *at {
+                continue;
+            }
+        }
+        let mut one = set.clone();
+        one.tables = vec![t.clone()];
+        let lake = lake.clone();
+        let shared = shared.clone();
+        let stop = stop.clone();
+        jobs.push(async move {
+            let result = reconcile(&lake, &one, &shared, &stop).await;
+            (name, text, result)
+        });
+    }
+    let results = futures::future::join_all(jobs).await;
+    for (name, text, ok) in results {
+        if ok {
+            backoff.remove(&name);
+        } else {
+            let failures = backoff.get(&name).map(|(n, _, _)| n + 1).unwrap_or(1);
+            let wait = Duration::from_secs((1u64 << (failures - 1).min(8)).min(300));
+            backoff.insert(name.clone(), (failures, Instant::now() + wait, text));
+            if let Ok(mut s) = shared.status.lock() {
+                if let Some(t) = s.tables.get_mut(&name) {
+                    t.consecutive_failures = failures;
+                }
+            }
+        }
+    }
+}
+
+/// Plans and applies one table; records its status. `true` when it is Ready.
+async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &AtomicBool) -> bool {
+    let name = set.tables[0].table_name();
+    shared.counters.reconciles.fetch_add(1, Ordering::Relaxed);
+    let put = |t: TableStatus| {
+        if let Ok(mut s) = shared.status.lock() {
+            s.tables.insert(name.clone(), t);
+        }
+    };
+    let previous = shared
+        .status
+        .lock()
+        .ok()
+        .and_then(|s| s.tables.get(&name).cloned());
+    let base = |condition: &str, reason: &str, message: String| TableStatus {
+        condition: condition.into(),
+        reason: reason.into(),
+        message,
+        last_applied_snapshot: previous.as_ref().and_then(|p| p.last_applied_snapshot),
+        last_error: previous.as_ref().and_then(|p| p.last_error.clone()),
+        pending_changes: 0,
+        held_back: 0,
+        consecutive_failures: 0,
+        last_reconcile: now_rfc3339(),
+    };
+    let degraded = |reason: &str, message: String| {
+        shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let mut t = base("Degraded", reason, message.clone());
+        t.last_error = Some(message);
+        t.consecutive_failures = previous
+            .as_ref()
+            .map(|p| p.consecutive_failures + 1)
+            .unwrap_or(1);
+        t
+    };
+    let actual = match crate::plan::observe(Some(lake), set, &lake.config).await {
+        Ok(a) => a,
+        Err(e) => {
+            put(degraded("ObserveFailed", e.to_string()));
+            return false;
+        }
+    };
+    let plan = crate::plan::diff(set, &actual, lake.config.clone());
+    if !plan.errors.is_empty() {
+        let msg = plan
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut t = degraded("PlanRefused", msg);
+        t.pending_changes = plan.changes.len();
+        put(t);
+        return false;
+    }
+    if plan.changes.is_empty() {
+        let mut t = base("Ready", "UpToDate", "the table matches its manifest".into());
+        t.held_back = plan.held_back.len();
+        put(t);
+        return true;
+    }
+    let mut t = base(
+        "Progressing",
+        "Applying",
+        format!("applying {} change(s)", plan.changes.len()),
+    );
+    t.pending_changes = plan.changes.len();
+    put(t);
+    // Apply change by change, so a stop request waits for the current commit only.
+    for change in &plan.changes {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        let one = crate::plan::Plan {
+            lakehouse: plan.lakehouse.clone(),
+            changes: vec![change.clone()],
+            errors: Vec::new(),
+            hints: Vec::new(),
+            held_back: Vec::new(),
+            release: Vec::new(),
+        };
+        match crate::apply::apply(lake, &one, Arc::new(()), |_| {}).await {
+            Ok(applied) => {
+                shared
+                    .counters
+                    .applied_changes
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = applied.iter().rev().find_map(|a| a.snapshot_id) {
+                    if let Ok(mut s) = shared.status.lock() {
+                        if let Some(t) = s.tables.get_mut(&name) {
+                            t.last_applied_snapshot = Some(id);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let mut t = degraded("ApplyFailed", e.to_string());
+                if let Ok(s) = shared.status.lock() {
+                    t.last_applied_snapshot =
+                        s.tables.get(&name).and_then(|x| x.last_applied_snapshot);
+                }
+                put(t);
+                return false;
+            }
+        }
+    }
+    let last = shared
+        .status
+        .lock()
+        .ok()
+        .and_then(|s| s.tables.get(&name).and_then(|t| t.last_applied_snapshot));
+    let mut t = base(
+        "Ready",
+        "Applied",
+        format!("applied {} change(s)", plan.changes.len()),
+    );
+    t.last_applied_snapshot = last;
+    t.held_back = plan.held_back.len();
+    t.last_error = None;
+    put(t);
+    true
+}
+
+fn router(shared: Arc<Shared>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/status",
+            get(|axum::extract::State(s): axum::extract::State<Arc<Shared>>| async move {
+                let status = s.status.lock().map(|x| x.clone()).unwrap_or_default();
+                axum::Json(status)
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|axum::extract::State(s): axum::extract::State<Arc<Shared>>| async move {
+                metrics(&s)
+            }),
+        )
+        .with_state(shared)
+}
+
+fn metrics(s: &Shared) -> String {
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = format!(
+        "# TYPE lakectl_reconciles_total counter\nlakectl_reconciles_total {}\n# TYPE lakectl_reconcile_errors_total counter\nlakectl_reconcile_errors_total {}\n# TYPE lakectl_applied_changes_total counter\nlakectl_applied_changes_total {}\n# TYPE lakectl_reconcile_seconds_total counter\nlakectl_reconcile_seconds_total {}\n# TYPE lakectl_pending_changes gauge\n",
+        g(&s.counters.reconciles),
+        g(&s.counters.errors),
+        g(&s.counters.applied_changes),
+        g(&s.counters.reconcile_micros) as f64 / 1e6
+    );
+    if let Ok(st) = s.status.lock() {
+        for (name, t) in &st.tables {
+            out.push_str(&format!(
+                "lakectl_pending_changes{{table=\"{name}\"}} {}\n",
+                t.pending_changes
+            ));
+        }
+    }
+    out
+}
