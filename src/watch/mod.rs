@@ -223,28 +223,14 @@ async fn cycle(
     };
     let set = match ManifestSet::load_valid(&config.manifests) {
         Ok(s) => s,
-        Err(d) => {
-            return set_error(
-                d.0.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        }
+        Err(d) => return set_error(joined(&d)),
     };
     let lake = match set.lake_config() {
         Ok(c) => match Lake::open(c).await {
             Ok(l) => l,
             Err(e) => return set_error(e.to_string()),
         },
-        Err(d) => {
-            return set_error(
-                d.0.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        }
+        Err(d) => return set_error(joined(&d)),
     };
     if let Ok(mut s) = shared.status.lock() {
         s.error = None;
@@ -410,6 +396,13 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
     t.last_error = None;
     put(t);
     true
+}
+
+fn joined(d: &crate::manifest::Diagnostics) -> String {
+    d.0.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn router(shared: Arc<Shared>) -> axum::Router {
