@@ -78,105 +78,15 @@ pub async fn append_snapshot(
     data_files: Vec<iceberg::spec::DataFile>,
     props: std::collections::HashMap<String, String>,
 ) -> iceberg::Result<Snapshot> {
-    use iceberg::spec::ManifestWriterBuilder;
-    let parent = metadata.current_snapshot();
-    let snapshot_id = new_snapshot_id(metadata);
-    let sequence_number = metadata.next_sequence_number();
-    let mut manifests: Vec<iceberg::spec::ManifestFile> = match parent {
-        Some(p) => {
-            let bytes = file_io.new_input(p.manifest_list())?.read().await?;
-            ManifestList::parse_with_version(&bytes, metadata.format_version())?
-                .consume_entries()
-                .into_iter()
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let added_records: u64 = data_files.iter().map(|f| f.record_count()).sum();
-    let added_size: u64 = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
-    let added_files = data_files.len() as u64;
-    let partitions: std::collections::HashSet<String> = data_files
-        .iter()
-        .map(|f| format!("{:?}", f.partition()))
-        .collect();
-    if !data_files.is_empty() {
-        let location = format!(
-            "{}/metadata/{}-m0.avro",
-            metadata.location().trim_end_matches('/'),
-            uuid::Uuid::new_v4()
-        );
-        let mut writer = ManifestWriterBuilder::new(
-            file_io.new_output(&location)?,
-            Some(snapshot_id),
-            metadata.current_schema().clone(),
-            metadata.default_partition_spec().as_ref().clone(),
-        )
-        .build_v2_data();
-        for f in data_files {
-            writer.add_file(f, sequence_number)?;
-        }
-        manifests.insert(0, writer.write_manifest_file().await?);
-    }
-    let list_path = format!(
-        "{}/metadata/snap-{snapshot_id}-1-{}.avro",
-        metadata.location().trim_end_matches('/'),
-        uuid::Uuid::new_v4()
-    );
-    let mut list = ManifestListWriter::v2(
-        file_io.new_output(&list_path)?.writer().await?,
-        snapshot_id,
-        parent.map(|p| p.snapshot_id()),
-        sequence_number,
-    );
-    list.add_manifests(manifests.into_iter())?;
-    list.close().await?;
-
-    let total = |key: &str| -> u64 {
-        parent
-            .and_then(|p| p.summary().additional_properties.get(key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let mut summary = props;
-    record_structure(&mut summary, metadata);
-    summary.insert("added-data-files".into(), added_files.to_string());
-    summary.insert("added-records".into(), added_records.to_string());
-    summary.insert("added-files-size".into(), added_size.to_string());
-    summary.insert(
-        "changed-partition-count".into(),
-        partitions.len().to_string(),
-    );
-    summary.insert(
-        "total-data-files".into(),
-        (total("total-data-files") + added_files).to_string(),
-    );
-    summary.insert(
-        "total-records".into(),
-        (total("total-records") + added_records).to_string(),
-    );
-    summary.insert(
-        "total-files-size".into(),
-        (total("total-files-size") + added_size).to_string(),
-    );
-    for key in [
-        "total-delete-files",
-        "total-position-deletes",
-        "total-equality-deletes",
-    ] {
-        summary.insert(key.into(), total(key).to_string());
-    }
-    Ok(Snapshot::builder()
-        .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
-        .with_sequence_number(sequence_number)
-        .with_timestamp_ms(chrono_now_ms().max(metadata.last_updated_ms()))
-        .with_manifest_list(list_path)
-        .with_summary(Summary {
-            operation: Operation::Append,
-            additional_properties: summary,
-        })
-        .with_schema_id(metadata.current_schema_id())
-        .build())
+    write_snapshot(
+        file_io,
+        metadata,
+        &Default::default(),
+        data_files,
+        props,
+        Operation::Append,
+    )
+    .await
 }
 
 /// An `overwrite` snapshot (or `delete` when nothing is added): the parent's data
@@ -192,22 +102,47 @@ pub async fn overwrite_snapshot(
     added: Vec<iceberg::spec::DataFile>,
     props: std::collections::HashMap<String, String>,
 ) -> iceberg::Result<Snapshot> {
-    use iceberg::spec::{ManifestContentType, ManifestStatus, ManifestWriterBuilder};
-    let parent = metadata.current_snapshot().ok_or_else(|| {
-        iceberg::Error::new(
+    if metadata.current_snapshot().is_none() {
+        return Err(iceberg::Error::new(
             iceberg::ErrorKind::DataInvalid,
             "an overwrite needs a current snapshot",
-        )
-    })?;
+        ));
+    }
+    let operation = if added.is_empty() {
+        Operation::Delete
+    } else {
+        Operation::Overwrite
+    };
+    write_snapshot(file_io, metadata, removed, added, props, operation).await
+}
+
+/// The one snapshot writer behind [`append_snapshot`] and [`overwrite_snapshot`]:
+/// the parent's manifests carried over (those holding a `removed` file rewritten with
+/// it DELETED and the rest EXISTING), `added` in one new manifest first, the manifest
+/// list, and the summary. `deleted-*` counts are written when files are removed.
+async fn write_snapshot(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    removed: &std::collections::HashSet<String>,
+    added: Vec<iceberg::spec::DataFile>,
+    props: std::collections::HashMap<String, String>,
+    operation: Operation,
+) -> iceberg::Result<Snapshot> {
+    use iceberg::spec::{ManifestContentType, ManifestStatus, ManifestWriterBuilder};
+    let parent = metadata.current_snapshot();
     let snapshot_id = new_snapshot_id(metadata);
     let sequence_number = metadata.next_sequence_number();
     let base = metadata.location().trim_end_matches('/').to_string();
-    let bytes = file_io.new_input(parent.manifest_list())?.read().await?;
-    let parents: Vec<iceberg::spec::ManifestFile> =
-        ManifestList::parse_with_version(&bytes, metadata.format_version())?
-            .consume_entries()
-            .into_iter()
-            .collect();
+    let parents: Vec<iceberg::spec::ManifestFile> = match parent {
+        Some(p) => {
+            let bytes = file_io.new_input(p.manifest_list())?.read().await?;
+            ManifestList::parse_with_version(&bytes, metadata.format_version())?
+                .consume_entries()
+                .into_iter()
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let mut manifests = Vec::new();
     let (mut deleted_files, mut deleted_records, mut removed_size) = (0u64, 0u64, 0u64);
     let mut partitions = std::collections::HashSet::new();
@@ -285,7 +220,7 @@ pub async fn overwrite_snapshot(
     let mut list = ManifestListWriter::v2(
         file_io.new_output(&list_path)?.writer().await?,
         snapshot_id,
-        Some(parent.snapshot_id()),
+        parent.map(|p| p.snapshot_id()),
         sequence_number,
     );
     list.add_manifests(manifests.into_iter())?;
@@ -293,9 +228,7 @@ pub async fn overwrite_snapshot(
 
     let total = |key: &str| -> u64 {
         parent
-            .summary()
-            .additional_properties
-            .get(key)
+            .and_then(|p| p.summary().additional_properties.get(key))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
@@ -307,9 +240,11 @@ pub async fn overwrite_snapshot(
     put("added-data-files", added_files);
     put("added-records", added_records);
     put("added-files-size", added_size);
-    put("deleted-data-files", deleted_files);
-    put("deleted-records", deleted_records);
-    put("removed-files-size", removed_size);
+    if !removed.is_empty() {
+        put("deleted-data-files", deleted_files);
+        put("deleted-records", deleted_records);
+        put("removed-files-size", removed_size);
+    }
     put("changed-partition-count", partitions.len() as u64);
     put(
         "total-data-files",
@@ -332,16 +267,12 @@ pub async fn overwrite_snapshot(
     }
     Ok(Snapshot::builder()
         .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(Some(parent.snapshot_id()))
+        .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
         .with_sequence_number(sequence_number)
         .with_timestamp_ms(chrono_now_ms().max(metadata.last_updated_ms()))
         .with_manifest_list(list_path)
         .with_summary(Summary {
-            operation: if added_files == 0 {
-                Operation::Delete
-            } else {
-                Operation::Overwrite
-            },
+            operation,
             additional_properties: summary,
         })
         .with_schema_id(metadata.current_schema_id())
