@@ -69,12 +69,9 @@ pub async fn estimate(lake: &Lake, c: &MutationChange) -> Result<Option<u64>, St
     let files = mutate::snapshot_files(lake.file_io(), md, snap)
         .await
         .map_err(|e| e.to_string())?;
-    let schema = mutate::arrow_schema(md).map_err(|e| e.to_string())?;
-    let Ok(pred) = expr::predicate(c.action.predicate(), &schema) else {
+    let Ok(refs) = mutate::candidate_files(&files.files, md, c.action.predicate()) else {
         return Ok(None);
     };
-    let idx = mutate::candidates(&files.files, md, &schema, &pred);
-    let refs: Vec<&LiveFile> = idx.iter().map(|i| &files.files[*i]).collect();
     let counts = mutate::count_matches(lake.file_io(), md, &refs, c.action.predicate()).await?;
     Ok(Some(counts.iter().sum()))
 }
@@ -101,7 +98,7 @@ pub async fn apply_mutation(
                 return Ok((outcome, state));
             }
             let schema = mutate::arrow_schema(md)?;
-            expr::compile(&c.action, &schema).map_err(|errs| {
+            let compiled = expr::compile(&c.action, &schema).map_err(|errs| {
                 fail(
                     c,
                     errs.into_iter()
@@ -123,8 +120,7 @@ pub async fn apply_mutation(
                     ),
                 ));
             }
-            let pred = expr::predicate(c.action.predicate(), &schema).map_err(|e| fail(c, e))?;
-            let idx = mutate::candidates(&files.files, md, &schema, &pred);
+            let idx = mutate::candidates(&files.files, md, &schema, &compiled.predicate);
             let cands: Vec<&LiveFile> = idx.iter().map(|i| &files.files[*i]).collect();
             let counts =
                 mutate::count_matches(lake.file_io(), md, &cands, c.action.predicate())

@@ -104,7 +104,8 @@ fn chunk_bytes() -> usize {
         .unwrap_or(8 << 20)
 }
 
-fn workers() -> usize {
+/// One worker per core.
+pub(crate) fn workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)

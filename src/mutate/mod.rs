@@ -144,6 +144,21 @@ pub fn candidates(
     }
 }
 
+/// The files of `files` that may hold a row matching `predicate_sql` on `md`'s current
+/// schema; `Err` when the predicate does not compile against it.
+pub fn candidate_files<'a>(
+    files: &'a [LiveFile],
+    md: &TableMetadata,
+    predicate_sql: &str,
+) -> Result<Vec<&'a LiveFile>, String> {
+    let schema = arrow_schema(md).map_err(|e| e.to_string())?;
+    let pred = expr::predicate(predicate_sql, &schema)?;
+    Ok(candidates(files, md, &schema, &pred)
+        .into_iter()
+        .map(|i| &files[i])
+        .collect())
+}
+
 struct Stats<'a> {
     files: &'a [LiveFile],
     schema: SchemaRef,
@@ -324,12 +339,6 @@ fn field_ids(md: &TableMetadata, names: &[String]) -> Vec<i32> {
         .collect()
 }
 
-fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-}
-
 /// Rows matching `predicate_sql` in each of `files` (reading only its columns), in order.
 pub async fn count_matches(
     file_io: &FileIO,
@@ -367,7 +376,7 @@ pub async fn count_matches(
             Ok::<u64, String>(n)
         }
     }))
-    .buffered(workers())
+    .buffered(crate::ingest::workers())
     .try_collect()
     .await
 }
@@ -423,7 +432,7 @@ pub async fn rewrite(
             })
         }
     }))
-    .buffered(workers())
+    .buffered(crate::ingest::workers())
     .try_collect()
     .await
 }

@@ -641,39 +641,24 @@ pub fn diff_with(
             }
             let action = action_of(m);
             let files = actual.files.get(&name);
-            let candidates =
-                match (state, files) {
-                    (Some(s), Some(files)) => crate::mutate::arrow_schema(&s.metadata)
+            let candidates = match (state, files) {
+                (Some(s), Some(files)) => {
+                    crate::mutate::candidate_files(&files.files, &s.metadata, action.predicate())
                         .ok()
-                        .and_then(|schema| {
-                            let pred =
-                                crate::mutate::expr::predicate(action.predicate(), &schema).ok()?;
-                            let idx = crate::mutate::candidates(
-                                &files.files,
-                                &s.metadata,
-                                &schema,
-                                &pred,
-                            );
-                            Some(
-                                idx.into_iter()
-                                    .map(|i| {
-                                        let f = &files.files[i];
-                                        CandidateFile {
-                                            path: f.path().to_string(),
-                                            partition: crate::mutate::describe_partition(
-                                                f,
-                                                &s.metadata,
-                                            ),
-                                            records: f.entry.record_count(),
-                                        }
-                                    })
-                                    .collect(),
-                            )
-                        }),
-                    // A table with no data: nothing can match.
-                    (Some(_), None) => Some(Vec::new()),
-                    (None, _) => None,
-                };
+                        .map(|c| {
+                            c.into_iter()
+                                .map(|f| CandidateFile {
+                                    path: f.path().to_string(),
+                                    partition: crate::mutate::describe_partition(f, &s.metadata),
+                                    records: f.entry.record_count(),
+                                })
+                                .collect()
+                        })
+                }
+                // A table with no data: nothing can match.
+                (Some(_), None) => Some(Vec::new()),
+                (None, _) => None,
+            };
             let at = item("spec.mutations", i);
             plan.changes.push(Change::Mutation(Box::new(MutationChange {
                 table: name.clone(),
