@@ -604,31 +604,27 @@ fn progress_bar(files: usize, bytes: u64, output: Output) -> std::sync::Arc<Bar>
 
 /// The lakehouse a manifest directory points at, created when missing.
 async fn open_or_create_lake(dir: &Path) -> Result<Lake, u8> {
-    let set = manifest::load(dir).map_err(|d| {
-        print_diagnostics(&d, Output::Text);
-        1u8
-    })?;
-    let config = set.lake_config().map_err(|d| {
-        print_diagnostics(&d, Output::Text);
-        1u8
-    })?;
-    Lake::open(config).await.map_err(|e| {
+    Lake::open(lake_config(dir)?).await.map_err(|e| {
         eprintln!("error: {e}");
         1
     })
 }
 
-/// The lakehouse a manifest directory points at, which must exist.
-async fn open_lake(dir: &Path) -> Result<Lake, u8> {
+/// The lakehouse configuration of a manifest directory.
+fn lake_config(dir: &Path) -> Result<lakectl::lake::LakeConfig, u8> {
     let set = manifest::load(dir).map_err(|d| {
         print_diagnostics(&d, Output::Text);
         1u8
     })?;
-    let config = set.lake_config().map_err(|d| {
+    set.lake_config().map_err(|d| {
         print_diagnostics(&d, Output::Text);
         1u8
-    })?;
-    match Lake::open_existing(config).await {
+    })
+}
+
+/// The lakehouse a manifest directory points at, which must exist.
+async fn open_lake(dir: &Path) -> Result<Lake, u8> {
+    match Lake::open_existing(lake_config(dir)?).await {
         Ok(Some(l)) => Ok(l),
         Ok(None) => {
             eprintln!(
@@ -684,16 +680,9 @@ async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Sty
         Ok(l) => l,
         Err(c) => return c,
     };
-    let Some((ns, name)) = table.rsplit_once('.') else {
-        eprintln!("error: name the table as namespace.table");
-        return 1;
-    };
-    let ident = match iceberg::NamespaceIdent::from_strs(ns.split('.')) {
-        Ok(n) => iceberg::TableIdent::new(n, name.to_string()),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let ident = match table_ident(table) {
+        Ok(i) => i,
+        Err(c) => return c,
     };
     let state = match lake.load_table(&ident).await {
         Ok(Some(s)) => s,

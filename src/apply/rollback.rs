@@ -117,15 +117,7 @@ async fn prepare(
     to: &SnapshotRef,
 ) -> (Rollback, Vec<TableUpdate>) {
     let old: Vec<SnapshotRef> = ledger::ancestry(md);
-    let mut new_md_anc = Vec::new();
-    let mut next = Some(to.snapshot_id());
-    while let Some(id) = next {
-        let Some(s) = md.snapshot_by_id(id) else {
-            break;
-        };
-        new_md_anc.push(s.clone());
-        next = s.parent_snapshot_id();
-    }
+    let new_md_anc = ledger::ancestry_from(md, Some(to.snapshot_id()));
     let new_ids: HashSet<i64> = new_md_anc.iter().map(|s| s.snapshot_id()).collect();
     let new_changes: HashSet<String> = new_md_anc
         .iter()

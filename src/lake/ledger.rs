@@ -61,8 +61,16 @@ impl Annotation {
 /// Snapshots from the current one back to the first, newest first (the ancestry of
 /// `main`; snapshots on abandoned branches after a rollback are not in it).
 pub fn ancestry(metadata: &TableMetadata) -> Vec<iceberg::spec::SnapshotRef> {
+    ancestry_from(metadata, metadata.current_snapshot_id())
+}
+
+/// Snapshot `from` and its ancestors, newest first (stopping at an expired parent).
+pub fn ancestry_from(
+    metadata: &TableMetadata,
+    from: Option<i64>,
+) -> Vec<iceberg::spec::SnapshotRef> {
     let mut out = Vec::new();
-    let mut next = metadata.current_snapshot_id();
+    let mut next = from;
     while let Some(id) = next {
         let Some(s) = metadata.snapshot_by_id(id) else {
             break; // expired

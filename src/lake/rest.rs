@@ -128,16 +128,21 @@ impl RestClient {
         }
     }
 
-    pub async fn list_namespaces(&self) -> Result<Vec<NamespaceIdent>, LakeError> {
+    /// `GET {path}` as JSON; any status but 2xx is an error with the server's message.
+    async fn get_json(&self, path: &str) -> Result<serde_json::Value, LakeError> {
         let r = self
-            .request(reqwest::Method::GET, &self.url("namespaces"))
+            .request(reqwest::Method::GET, &self.url(path))
             .send()
             .await
             .map_err(err)?;
         if !r.status().is_success() {
             return Err(err(message(r).await));
         }
-        let v: serde_json::Value = r.json().await.map_err(err)?;
+        r.json().await.map_err(err)
+    }
+
+    pub async fn list_namespaces(&self) -> Result<Vec<NamespaceIdent>, LakeError> {
+        let v = self.get_json("namespaces").await?;
         Ok(v["namespaces"]
             .as_array()
             .map(|a| {
@@ -152,18 +157,9 @@ impl RestClient {
     pub async fn list_tables(&self) -> Result<Vec<TableIdent>, LakeError> {
         let mut out = Vec::new();
         for ns in self.list_namespaces().await? {
-            let r = self
-                .request(
-                    reqwest::Method::GET,
-                    &self.url(&format!("namespaces/{}/tables", ns_path(&ns))),
-                )
-                .send()
-                .await
-                .map_err(err)?;
-            if !r.status().is_success() {
-                return Err(err(message(r).await));
-            }
-            let v: serde_json::Value = r.json().await.map_err(err)?;
+            let v = self
+                .get_json(&format!("namespaces/{}/tables", ns_path(&ns)))
+                .await?;
             for t in v["identifiers"].as_array().cloned().unwrap_or_default() {
                 if let Some(name) = t["name"].as_str() {
                     out.push(TableIdent::new(ns.clone(), name.to_string()));

@@ -153,13 +153,17 @@ async fn provider(
     })
 }
 
-/// Runs one read-only SQL statement.
-pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-    let options = SQLOptions::new()
+/// No DDL, no DML (COPY included), no statements (SET …): queries cannot write.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
-        .with_allow_statements(false);
-    let df = ctx.sql_with_options(sql, options).await?;
+        .with_allow_statements(false)
+}
+
+/// Runs one read-only SQL statement.
+pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    let df = ctx.sql_with_options(sql, read_only()).await?;
     Ok(df.collect().await?)
 }
 
@@ -170,12 +174,8 @@ pub async fn run_limited(
     sql: &str,
     limit: usize,
 ) -> Result<(Vec<RecordBatch>, bool), QueryError> {
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
     let df = ctx
-        .sql_with_options(sql, options)
+        .sql_with_options(sql, read_only())
         .await?
         .limit(0, Some(limit + 1))?;
     let batches = df.collect().await?;

@@ -336,7 +336,7 @@ pub async fn upload(
 ) -> Result<Response, ApiError> {
     use crate::manifest::types::SourceFormat;
     let params = params(query)?;
-    let t = load(&s, &namespace, &table).await?;
+    load(&s, &namespace, &table).await?; // 404 before reading the body
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -419,7 +419,6 @@ pub async fn upload(
         spec,
         rejects_dir: spool.path().join("rejects"),
     };
-    let _ = t;
     match crate::apply::ingest::apply_ingest(&s.lake, &change, Arc::new(())).await {
         Ok((outcome, _)) => {
             let appended = outcome.files > 0;
