@@ -79,12 +79,10 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A fingerprint of the files a cycle depends on: the manifests and every local
-/// directory a source names (paths, sizes, mtimes), so a new or edited file wakes
-/// the loop.
-fn fingerprint(dir: &Path) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+/// The directories a cycle depends on: the manifest directory and every local
+/// directory a source names. Read once per cycle (a manifest naming a new directory
+/// changes the manifest directory, which starts the next cycle).
+fn watched_roots(dir: &Path) -> Vec<PathBuf> {
     let mut roots = vec![dir.to_path_buf()];
     if let Ok(set) = crate::manifest::load(dir) {
         for t in &set.tables {
@@ -109,8 +107,16 @@ fn fingerprint(dir: &Path) -> u64 {
     }
     roots.sort();
     roots.dedup();
+    roots
+}
+
+/// A fingerprint of the files under `roots` (paths, sizes, mtimes), so a new or
+/// edited file wakes the loop.
+fn fingerprint(roots: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     for root in roots {
-        let mut stack = vec![root];
+        let mut stack = vec![root.clone()];
         while let Some(d) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else {
                 continue;
@@ -172,7 +178,8 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
     let mut cycles = 0u64;
     loop {
         let started = Instant::now();
-        let seen = fingerprint(&config.manifests);
+        let roots = watched_roots(&config.manifests);
+        let seen = fingerprint(&roots);
         cycle(&config, &shared, &mut backoff, &stop).await;
         cycles += 1;
         shared
@@ -198,7 +205,7 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
-            if fingerprint(&config.manifests) != seen {
+            if fingerprint(&roots) != seen {
                 // Debounce: let a burst of writes settle. New input: retry every table
                 // now, backing off or not.
                 tokio::time::sleep(Duration::from_millis(250)).await;
