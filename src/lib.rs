@@ -4,6 +4,7 @@
 //! → `lake`. See `../shared/DESIGN.md`.
 
 pub mod apply;
+pub mod import;
 pub mod ingest;
 pub mod lake;
 pub mod manifest;

@@ -132,6 +132,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Bring existing tables under management: write a manifest for each table of
+    /// NAMESPACE (or for NAMESPACE.TABLE), or adopt a declared table's drift into its
+    /// manifest, and record it as the table's baseline. The next plan is empty.
+    Import {
+        /// `namespace` (every table in it) or `namespace.table`.
+        target: String,
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
+        /// Overwrite a manifest file of the same name that declares something else.
+        #[arg(long)]
+        force: bool,
+        /// Show what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Remove old snapshots and the files only they reference, by the table's
     /// `spec.retention` (tags and refs are always kept).
     Expire {
@@ -304,6 +321,13 @@ fn main() -> ExitCode {
             }
         }),
         Command::Status { url, output } => runtime.block_on(status_cmd(&url, output, style)),
+        Command::Import {
+            target,
+            manifests,
+            force,
+            dry_run,
+            output,
+        } => runtime.block_on(import_cmd(&manifests, &target, force, dry_run, output)),
         Command::Expire {
             table,
             dry_run,
@@ -452,6 +476,7 @@ async fn apply_cmd(
 ) -> u8 {
     let options = plan::DiffOptions {
         reapply: reapply.clone(),
+        ..Default::default()
     };
     let (plan, lake, set) = match make_plan(dir, output, true, &options).await {
         Ok(p) => p,
@@ -540,6 +565,14 @@ async fn apply_cmd(
     };
     match result {
         Ok(applied) => {
+            if applied.iter().any(|a| a.change == "revert") {
+                // The reverted tables' other changes were left out of this plan: they
+                // are planned on the state the revert left.
+                if output == Output::Text {
+                    println!("\nReverted other writers' snapshots; planning again.\n");
+                }
+                return Box::pin(apply_cmd(dir, output, Vec::new(), tag, style)).await;
+            }
             match output {
                 Output::Text => {
                     let (add, change, _, _) = plan.counts();
@@ -754,6 +787,65 @@ async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Sty
 
 /// Tags the snapshot each changed table ended at: `--tag NAME`, and
 /// `lakectl-apply-<time>` where the manifest sets `spec.retention.tagApplies`.
+async fn import_cmd(dir: &Path, target: &str, force: bool, dry_run: bool, output: Output) -> u8 {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: {}: {e}", dir.display());
+        return 1;
+    }
+    let set = match ManifestSet::load_valid(dir) {
+        Ok(s) => s,
+        Err(d) => {
+            print_diagnostics(&d, output);
+            return 1;
+        }
+    };
+    let lake = match open_lake(dir).await {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    let result = match lakectl::import::resolve(&lake, target).await {
+        Ok(tables) => lakectl::import::import(&lake, &set, dir, &tables, force, dry_run).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(done) => {
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"format_version": "1", "dry_run": dry_run, "imported": done})
+                    )
+                    .unwrap_or_default()
+                ),
+                Output::Text => {
+                    for i in &done {
+                        let snap = i
+                            .snapshot_id
+                            .map(|s| format!(" (baseline snapshot {s})"))
+                            .unwrap_or_default();
+                        let verb = match (i.action, dry_run) {
+                            ("created", false) => "wrote",
+                            ("created", true) => "would write",
+                            ("updated", false) => "adopted drift into",
+                            ("updated", true) => "would adopt drift into",
+                            _ => "already matches",
+                        };
+                        println!("{}: {verb} {}{snap}", i.table, i.file.display());
+                        for a in &i.adopted {
+                            println!("    adopted: {a}");
+                        }
+                    }
+                }
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
 async fn tag_applied(
     lake: &Lake,
     set: &ManifestSet,

@@ -33,6 +33,7 @@ use iceberg::{TableRequirement, TableUpdate};
 
 use crate::lake::snapshot::{main_branch, metadata_only_snapshot};
 use crate::lake::{retry_on_conflict, Annotation, CommitError, Lake, LakeError, TableState};
+use crate::plan::drift::DESIRED;
 use crate::plan::schema::{self, Node};
 use crate::plan::{
     Change, FieldsChange, PartitionTarget, Plan, SortTarget, TableChange, MANAGED_PROPERTIES,
@@ -138,6 +139,23 @@ pub async fn apply(
                     snapshot_id: outcome.snapshot_id,
                     metadata_location: state.map(|s| s.metadata_location),
                     ingest: Some(outcome),
+                    mutation: None,
+                }
+            }
+            Change::Revert(r) => {
+                let done = rollback::rollback(
+                    lake,
+                    &r.ident(),
+                    rollback::Target::Snapshot(r.to_snapshot),
+                    false,
+                )
+                .await?;
+                Applied {
+                    change: "revert".into(),
+                    target: r.table.clone(),
+                    snapshot_id: Some(done.to_snapshot),
+                    metadata_location: None,
+                    ingest: None,
                     mutation: None,
                 }
             }
@@ -359,6 +377,7 @@ async fn create(
     .map_err(|e| no_longer(t, e))?;
     let mut props: HashMap<String, String> = t.set_properties.clone().into_iter().collect();
     props.insert(MANAGED_PROPERTIES.into(), t.managed_properties.join(","));
+    props.insert(DESIRED.into(), t.baseline.clone());
     let location = t
         .location
         .clone()
@@ -416,6 +435,9 @@ async fn materialize(
     let managed = t.managed_properties.join(",");
     if md.properties().get(MANAGED_PROPERTIES) != Some(&managed) {
         set.insert(MANAGED_PROPERTIES.into(), managed);
+    }
+    if md.properties().get(DESIRED) != Some(&t.baseline) {
+        set.insert(DESIRED.into(), t.baseline.clone());
     }
     if !set.is_empty() {
         builder = builder.set_properties(set.into_iter().collect())?;

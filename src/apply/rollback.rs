@@ -197,6 +197,19 @@ async fn prepare(
         ref_name: branch,
         reference,
     });
+    // The drift baseline the target was made under (a rollback is lakectl's change,
+    // not drift).
+    let baseline = new_md_anc.iter().find_map(|s| {
+        s.summary()
+            .additional_properties
+            .get(crate::plan::drift::DESIRED)
+            .cloned()
+    });
+    if let Some(b) = baseline.filter(|b| md.properties().get(crate::plan::drift::DESIRED) != Some(b)) {
+        updates.push(TableUpdate::SetProperties {
+            updates: HashMap::from([(crate::plan::drift::DESIRED.to_string(), b)]),
+        });
+    }
     if held != ledger::held_back(md) {
         if held.is_empty() {
             updates.push(TableUpdate::RemoveProperties {
@@ -253,6 +266,11 @@ pub async fn rollback(
                 .await?
                 .ok_or_else(|| LakeError::NoSuchTable(table.clone()))?;
             let md = &state.metadata;
+            if !dry_run && crate::plan::drift::is_protected(md) {
+                return Err(CommitError::Failed(LakeError::Unsupported(format!(
+                    "{table} is protected (`policy.protect` in its manifest): rollback is refused"
+                ))));
+            }
             let to =
                 resolve(md, target).map_err(|e| CommitError::Failed(LakeError::Unsupported(e)))?;
             let (mut r, updates) = prepare(lake, &table, md, &to).await;

@@ -47,6 +47,9 @@ pub struct LakeConfig {
     pub warehouse: String,
     #[serde(skip)]
     pub storage: BTreeMap<String, String>,
+    /// The Lakehouse document's `protect`: every table is protected.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub protect: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

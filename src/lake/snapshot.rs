@@ -39,8 +39,18 @@ pub async fn metadata_only_snapshot(
     metadata: &TableMetadata,
     annotation: &Annotation,
 ) -> iceberg::Result<Snapshot> {
-    append_snapshot(file_io, metadata, Vec::new(), annotation.to_summary()).await
+    let mut summary = annotation.to_summary();
+    // A table change records the manifest's structure it applied (the drift baseline),
+    // so a rollback to it restores that baseline too.
+    if let Some(b) = metadata.properties().get(BASELINE) {
+        summary.insert(BASELINE.to_string(), b.clone());
+    }
+    append_snapshot(file_io, metadata, Vec::new(), summary).await
 }
+
+/// Table property and summary key of the drift baseline (`plan::drift::DESIRED`; the
+/// lake layer knows only the key).
+pub const BASELINE: &str = "lakectl.desired";
 
 /// Summary key: the default partition spec when the snapshot was made.
 pub const SPEC_ID: &str = "lakectl.spec-id";

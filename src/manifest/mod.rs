@@ -906,6 +906,7 @@ fn resolve_lakehouse(
             catalog_props: BTreeMap::new(),
             warehouse: root.join("warehouse").display().to_string(),
             storage: BTreeMap::new(),
+            protect: false,
         });
     };
     let base = l
@@ -978,6 +979,7 @@ fn resolve_lakehouse(
             catalog_props,
             warehouse,
             storage,
+            protect: spec.protect,
         })
     } else {
         Err(Diagnostics(errors))

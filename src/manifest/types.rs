@@ -78,7 +78,7 @@ pub struct TableSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
     /// What lakectl may do to this table.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Policy::is_default")]
     pub policy: Policy,
     /// Files to ingest: each file is appended exactly once (see the ledger).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -88,7 +88,7 @@ pub struct TableSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mutations: Vec<MutationSpec>,
     /// Snapshot retention: restore-point tags and what `lakectl expire` keeps.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "RetentionSpec::is_default")]
     pub retention: RetentionSpec,
 }
 
@@ -311,10 +311,58 @@ pub struct Policy {
     /// `allowDestructive` or its own `maxRowsChanged` (default 0.25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_mutation_share: Option<f64>,
+    /// What to do with changes made outside lakectl (a column Spark added, a property
+    /// changed by hand, snapshots another writer committed): `report` them in the plan
+    /// and leave them (default), `revert` them on apply (within the destructive-change
+    /// rules), or `adopt` them (`lakectl import` writes them into this manifest).
+    #[serde(default, skip_serializing_if = "OnDrift::is_report")]
+    pub on_drift: OnDrift,
+    /// Refuse every destructive change to this table whatever the other settings and
+    /// flags say: dropping columns or partition fields, mutations over the share limit,
+    /// reverting other writers' snapshots, and `lakectl rollback` (CLI and HTTP API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protect: bool,
+}
+
+impl Policy {
+    pub fn is_default(&self) -> bool {
+        !self.allow_destructive
+            && self.max_mutation_share.is_none()
+            && self.on_drift == OnDrift::Report
+            && !self.protect
+    }
+}
+
+impl RetentionSpec {
+    pub fn is_default(&self) -> bool {
+        !self.tag_applies
+            && self.tag_max_age_days.is_none()
+            && self.keep_last.is_none()
+            && self.max_snapshot_age_days.is_none()
+    }
+}
+
+/// `spec.policy.onDrift`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDrift {
+    /// Plan shows the drift; apply leaves it.
+    #[default]
+    Report,
+    /// Apply restores the declared state (destructive parts need `allowDestructive`).
+    Revert,
+    /// Plan shows the drift and `lakectl import` writes it into the manifest; apply leaves it.
+    Adopt,
+}
+
+impl OnDrift {
+    pub fn is_report(&self) -> bool {
+        *self == OnDrift::Report
+    }
 }
 
 /// One column (or a struct field).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Column {
     /// Column name.
@@ -325,7 +373,7 @@ pub struct Column {
     #[serde(rename = "type")]
     pub ty: TypeName,
     /// Values may not be null.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub required: bool,
     /// Column documentation, stored in the Iceberg schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -389,7 +437,7 @@ pub struct TypeView<'a> {
 }
 
 /// A type with its nullability and doc: a column, a list element, a map key or value.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FieldType {
     /// Iceberg type: boolean, int, long, float, double, decimal(P,S), date, time,
@@ -398,7 +446,7 @@ pub struct FieldType {
     #[serde(rename = "type")]
     pub ty: TypeName,
     /// Values may not be null.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub required: bool,
     /// Column documentation, stored in the Iceberg schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -418,7 +466,7 @@ pub struct FieldType {
 }
 
 /// A partition field.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PartitionFieldSpec {
     /// Source column (dotted path for a struct field).
@@ -436,7 +484,7 @@ fn identity() -> TransformName {
 }
 
 /// A sort field.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SortFieldSpec {
     /// Source column (dotted path for a struct field).
@@ -562,6 +610,10 @@ pub struct LakehouseSpec {
     /// Values may use `${env:VAR}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub storage: BTreeMap<String, String>,
+    /// Protect every table of this lakehouse (as `spec.policy.protect` on each): for a
+    /// production environment's Lakehouse document.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protect: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -10,6 +10,7 @@
 //!    changes without `allowDestructive`) become [`Plan::errors`] located in the
 //!    manifest; a plan with errors is not applied.
 
+pub mod drift;
 pub mod render;
 pub mod schema;
 
@@ -26,7 +27,7 @@ use crate::ingest::SourceFile;
 use crate::lake::{ledger, Lake, LakeConfig, LakeError, TableState};
 use crate::manifest::positions::item;
 use crate::manifest::types::{
-    NullsSpec, OnChange, SortDirectionSpec, SourceFormat, SourceSpec, TableManifest,
+    NullsSpec, OnChange, OnDrift, SortDirectionSpec, SourceFormat, SourceSpec, TableManifest,
 };
 use crate::manifest::{partition_field_name, Diagnostic, Located, ManifestSet};
 use schema::{desired_columns, Desired, Node, SchemaOp};
@@ -155,6 +156,8 @@ pub struct Plan {
     pub held_back: Vec<HeldBackItem>,
     /// Held-back changes `apply --reapply` releases (table, change id) before applying.
     pub release: Vec<(String, String)>,
+    /// Per table, what changed outside lakectl (tables without drift are left out).
+    pub drift: Vec<drift::Drift>,
 }
 
 /// A change the manifests still declare that a rollback took out.
@@ -170,6 +173,9 @@ pub struct HeldBackItem {
 pub struct DiffOptions {
     /// Held-back change ids to apply again (`apply --reapply ID`).
     pub reapply: Vec<String>,
+    /// Record the manifest as the baseline of tables that have none yet (`import`);
+    /// otherwise a table another tool made and a manifest matches plans no change.
+    pub record_baselines: bool,
 }
 
 impl Plan {
@@ -203,6 +209,10 @@ impl Plan {
                 }
                 Change::Ingest(_) => {}
                 Change::Mutation(_) => change += 1,
+                Change::Revert(_) => {
+                    change += 1;
+                    destructive += 1;
+                }
             }
         }
         (add, change, 0, destructive)
@@ -217,6 +227,27 @@ pub enum Change {
     Table(Box<TableChange>),
     Ingest(Box<IngestChange>),
     Mutation(Box<MutationChange>),
+    /// `onDrift: revert`: roll `main` back over other writers' snapshots.
+    Revert(Box<RevertChange>),
+}
+
+/// Rolling a table back to lakectl's newest snapshot, over the snapshots other writers
+/// committed after it (`onDrift: revert` with `allowDestructive`). The table's other
+/// changes are planned again after it (`apply` re-plans; `watch` on its next cycle).
+#[derive(Debug, Clone, Serialize)]
+pub struct RevertChange {
+    pub table: String,
+    pub manifest: PathBuf,
+    /// The snapshot `main` goes back to.
+    pub to_snapshot: i64,
+    /// The snapshots taken off `main`, newest first.
+    pub snapshots: Vec<drift::ForeignSnapshot>,
+}
+
+impl RevertChange {
+    pub fn ident(&self) -> TableIdent {
+        ident_of(&self.table)
+    }
 }
 
 /// A declared row mutation not applied yet: one `overwrite`/`delete` snapshot.
@@ -349,6 +380,12 @@ pub struct TableChange {
     /// The schema before and after, one line per field (for the plan's diff).
     pub schema_before: Vec<String>,
     pub schema_after: Vec<String>,
+    /// The manifest's structure, recorded on the table as its drift baseline.
+    #[serde(skip)]
+    pub baseline: String,
+    /// Only the baseline changes (a manifest now declaring what another writer did,
+    /// or its protection): the commit records it and changes nothing else.
+    pub record_only: bool,
 }
 
 impl TableChange {
@@ -381,6 +418,9 @@ impl TableChange {
         }
         for k in &self.remove_properties {
             out.push(format!("remove property {k}"));
+        }
+        if self.record_only {
+            out.push("record the manifest as the table's baseline (no other change)".into());
         }
         out
     }
@@ -461,6 +501,37 @@ impl std::fmt::Display for SortTarget {
     }
 }
 
+/// The partition fields a manifest declares.
+pub fn partition_targets(specs: &[crate::manifest::types::PartitionFieldSpec]) -> Vec<PartitionTarget> {
+    specs
+        .iter()
+        .map(|p| PartitionTarget {
+            column: p.column.clone(),
+            transform: p.transform.0.clone(),
+            name: partition_field_name(p),
+        })
+        .collect()
+}
+
+/// The sort fields a manifest declares (nulls defaulted by direction).
+pub fn sort_targets(specs: &[crate::manifest::types::SortFieldSpec]) -> Vec<SortTarget> {
+    specs
+        .iter()
+        .map(|s| SortTarget {
+            column: s.column.clone(),
+            transform: s.transform.0.clone(),
+            direction: match s.direction {
+                SortDirectionSpec::Asc => "asc".into(),
+                SortDirectionSpec::Desc => "desc".into(),
+            },
+            nulls: match (s.nulls, s.direction) {
+                (Some(NullsSpec::First), _) | (None, SortDirectionSpec::Asc) => "first".into(),
+                (Some(NullsSpec::Last), _) | (None, SortDirectionSpec::Desc) => "last".into(),
+            },
+        })
+        .collect()
+}
+
 /// Short stable hash of a manifest's spec (the change id's suffix).
 pub fn spec_hash(m: &TableManifest) -> String {
     // The table's structure only: sources and policy do not change the table.
@@ -529,6 +600,7 @@ pub fn diff_with(
         hints: Vec::new(),
         held_back: Vec::new(),
         release: Vec::new(),
+        drift: Vec::new(),
     };
     // Held-back changes per table, less those released by `--reapply`.
     let mut held: HashMap<String, Vec<ledger::HeldBack>> = HashMap::new();
@@ -565,9 +637,59 @@ pub fn diff_with(
             .into_iter()
             .map(|namespace| Change::CreateNamespace { namespace }),
     );
+    // Drift, and what apply aims at for each table.
+    let mut targets: Vec<Located<TableManifest>> = Vec::new();
+    let mut reverting: std::collections::HashSet<String> = Default::default();
     for t in &set.tables {
+        let Some(state) = actual.tables.get(&t.table_name()) else {
+            targets.push(t.clone());
+            continue;
+        };
+        let (d, effective) = drift::assess(t, &state.metadata, plan.lakehouse.protect);
+        targets.push(effective);
+        if d.policy == OnDrift::Revert && !d.snapshots.is_empty() {
+            let protect = t.value.spec.policy.protect || plan.lakehouse.protect;
+            let what = format!(
+                "rolling back {} snapshot(s) other writers committed",
+                d.snapshots.len()
+            );
+            if protect || !t.value.spec.policy.allow_destructive {
+                plan.errors.push(t.error_at(
+                    "spec.policy.onDrift",
+                    destructive_refusal(&t.table_name(), &what, protect),
+                ));
+            } else if let Some(to) = d.since_snapshot {
+                reverting.insert(t.table_name());
+                plan.hints.push(format!(
+                    "{}: the table's other changes are planned after the revert (`apply` plans again; `watch` on its next cycle)",
+                    t.table_name()
+                ));
+                plan.changes.push(Change::Revert(Box::new(RevertChange {
+                    table: t.table_name(),
+                    manifest: t.file.clone(),
+                    to_snapshot: to,
+                    snapshots: d.snapshots.clone(),
+                })));
+            }
+        }
+        if !d.is_empty() {
+            plan.drift.push(d);
+        }
+    }
+    for (t, target) in set.tables.iter().zip(&targets) {
+        if reverting.contains(&t.table_name()) {
+            continue;
+        }
         let state = actual.tables.get(&t.table_name());
-        if let Some(c) = diff_table(t, state, &plan.lakehouse, &mut plan.errors, &mut plan.hints) {
+        if let Some(c) = diff_table(
+            target,
+            &t.value,
+            state,
+            &plan.lakehouse,
+            &mut plan.errors,
+            &mut plan.hints,
+            options.record_baselines,
+        ) {
             if let Some(h) = held_item(&c.table, &c.change_id).filter(|_| !c.create) {
                 plan.held_back.push(h);
             } else {
@@ -579,6 +701,9 @@ pub fn diff_with(
         let Some(listed) = actual.sources.get(&t.table_name()) else {
             continue;
         };
+        if reverting.contains(&t.table_name()) {
+            continue;
+        }
         for (i, (src, files)) in t.value.spec.sources.iter().zip(listed).enumerate() {
             let at = item("spec.sources", i);
             match files {
@@ -630,6 +755,10 @@ pub fn diff_with(
                     .collect()
             })
             .unwrap_or_default();
+        if reverting.contains(&name) {
+            continue;
+        }
+        let protect = t.value.spec.policy.protect || plan.lakehouse.protect;
         for (i, m) in t.value.spec.mutations.iter().enumerate() {
             let change_id = mutation_change_id(&name, m);
             if applied.contains(&change_id) {
@@ -670,7 +799,7 @@ pub fn diff_with(
                 yaml_path: at,
                 max_rows_changed: m.max_rows_changed,
                 max_share: t.value.spec.policy.max_mutation_share.unwrap_or(0.25),
-                allow_destructive: t.value.spec.policy.allow_destructive,
+                allow_destructive: t.value.spec.policy.allow_destructive && !protect,
                 candidates,
                 live_files: files.map(|f| f.files.len()).unwrap_or(0),
                 live_records: files.map(|f| f.records()).unwrap_or(0),
@@ -760,14 +889,22 @@ fn diff_source(
     })
 }
 
+/// The change that makes `state` match `t` (the effective desired state: the manifest,
+/// less the drift it leaves alone). `declared` is the manifest as written: it names the
+/// change and is recorded as the table's baseline.
 fn diff_table(
     t: &Located<TableManifest>,
+    declared: &TableManifest,
     state: Option<&TableState>,
     lakehouse: &LakeConfig,
     errors: &mut Vec<Diagnostic>,
     hints: &mut Vec<String>,
+    record_baselines: bool,
 ) -> Option<TableChange> {
     let m = &t.value;
+    let baseline = drift::Baseline::of(declared, lakehouse.protect);
+    let protect = baseline.protect;
+    let baseline = baseline.to_json();
     let desired = desired_columns(&m.spec.columns);
     let (before, has_rows, props, current_ident, actual_spec, actual_sort) = match state {
         None => (
@@ -855,16 +992,7 @@ fn diff_table(
             name: f.name.clone(),
         })
         .collect();
-    let want_spec: Vec<PartitionTarget> = m
-        .spec
-        .partitioning
-        .iter()
-        .map(|p| PartitionTarget {
-            column: p.column.clone(),
-            transform: p.transform.0.clone(),
-            name: partition_field_name(p),
-        })
-        .collect();
+    let want_spec = partition_targets(&m.spec.partitioning);
     let partition_spec = (have_spec != want_spec).then(|| FieldsChange {
         from: have_spec.clone(),
         to: want_spec.clone(),
@@ -886,23 +1014,7 @@ fn diff_table(
             },
         })
         .collect();
-    let want_sort: Vec<SortTarget> = m
-        .spec
-        .sort_order
-        .iter()
-        .map(|s| SortTarget {
-            column: s.column.clone(),
-            transform: s.transform.0.clone(),
-            direction: match s.direction {
-                SortDirectionSpec::Asc => "asc".into(),
-                SortDirectionSpec::Desc => "desc".into(),
-            },
-            nulls: match (s.nulls, s.direction) {
-                (Some(NullsSpec::First), _) | (None, SortDirectionSpec::Asc) => "first".into(),
-                (Some(NullsSpec::Last), _) | (None, SortDirectionSpec::Desc) => "last".into(),
-            },
-        })
-        .collect();
+    let want_sort = sort_targets(&m.spec.sort_order);
     let sort_order = (have_sort != want_sort).then_some(FieldsChange {
         from: have_sort,
         to: want_sort,
@@ -950,15 +1062,9 @@ fn diff_table(
             }
         }
     }
-    if !create && !destructive.is_empty() && !m.spec.policy.allow_destructive {
+    if !create && !destructive.is_empty() && (protect || !m.spec.policy.allow_destructive) {
         for d in &destructive {
-            errors.push(t.error_at(
-                "spec",
-                format!(
-                    "{}: {d} is destructive; set `spec.policy.allowDestructive: true` to allow it",
-                    t.table_name()
-                ),
-            ));
+            errors.push(t.error_at("spec", destructive_refusal(&t.table_name(), d, protect)));
         }
     }
 
@@ -968,7 +1074,12 @@ fn diff_table(
         && sort_order.is_none()
         && set_properties.is_empty()
         && remove_properties.is_empty();
-    if nothing && !create {
+    let recorded = state.and_then(|s| s.metadata.properties().get(drift::DESIRED));
+    let record_only = nothing
+        && !create
+        && recorded != Some(&baseline)
+        && (recorded.is_some() || record_baselines);
+    if nothing && !create && !record_only {
         return None;
     }
     let ident = table_ident(m);
@@ -986,7 +1097,7 @@ fn diff_table(
         table: t.table_name(),
         create,
         manifest: t.file.clone(),
-        change_id: format!("table:{}@{}", t.table_name(), spec_hash(m)),
+        change_id: format!("table:{}@{}", t.table_name(), spec_hash(declared)),
         location,
         schema_ops: sd.ops,
         identifier_fields: if create {
@@ -1002,7 +1113,18 @@ fn diff_table(
         destructive: if create { Vec::new() } else { destructive },
         schema_before: schema::render_lines(&before),
         schema_after: schema::render_lines(&after),
+        baseline,
+        record_only,
     })
+}
+
+/// Why a destructive change is refused.
+pub fn destructive_refusal(table: &str, what: &str, protect: bool) -> String {
+    if protect {
+        format!("{table}: {what} is destructive and the table is protected (`policy.protect`); it is refused whatever `allowDestructive` says")
+    } else {
+        format!("{table}: {what} is destructive; set `spec.policy.allowDestructive: true` to allow it")
+    }
 }
 
 /// Where a manifest's column is, for errors raised later (apply).

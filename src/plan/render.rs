@@ -56,6 +56,7 @@ pub fn summary_line(plan: &Plan) -> String {
 
 pub fn text(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
+    drift_text(&mut out, plan, style);
     if plan.changes.is_empty() && plan.errors.is_empty() && plan.held_back.is_empty() {
         for h in &plan.hints {
             let _ = writeln!(out, "{} {h}", style.yellow("hint:"));
@@ -139,6 +140,13 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 for k in &t.remove_properties {
                     let _ = writeln!(out, "    {} property {k}", style.red("-"));
                 }
+                if t.record_only {
+                    let _ = writeln!(
+                        out,
+                        "    {} record the manifest as the table's drift baseline (nothing else changes)",
+                        style.yellow("~")
+                    );
+                }
                 if !t.create && t.schema_before != t.schema_after {
                     let _ = writeln!(out, "    {}", style.dim("schema diff:"));
                     out.push_str(&schema_diff(&t.schema_before, &t.schema_after, style));
@@ -173,6 +181,22 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 out.push('\n');
             }
             Change::Mutation(m) => mutation_text(&mut out, m, style),
+            Change::Revert(r) => {
+                let _ = writeln!(
+                    out,
+                    "{} table {} will be rolled back to snapshot {} (onDrift: revert), taking {} snapshot(s) other writers committed off main  {}  {}",
+                    style.red("-"),
+                    style.bold(&r.table),
+                    r.to_snapshot,
+                    r.snapshots.len(),
+                    style.red("[destructive]"),
+                    style.dim(&format!("({})", r.manifest.display()))
+                );
+                for f in &r.snapshots {
+                    let _ = writeln!(out, "    {} {}", style.red("-"), foreign_line(f));
+                }
+                out.push('\n');
+            }
         }
     }
     for h in &plan.held_back {
@@ -288,6 +312,83 @@ fn sign_for(create: bool, style: Style) -> String {
     }
 }
 
+/// `snapshot 123: append, +100 rows (spark, 2026-01-02T03:04:05Z)`.
+fn foreign_line(f: &super::drift::ForeignSnapshot) -> String {
+    let mut rows = Vec::new();
+    if let Some(n) = f.added_records {
+        rows.push(format!("+{n} rows"));
+    }
+    if let Some(n) = f.deleted_records.filter(|n| *n > 0) {
+        rows.push(format!("-{n} rows"));
+    }
+    let mut by = Vec::new();
+    if let Some(e) = &f.engine {
+        by.push(e.clone());
+    }
+    if let Some(t) = chrono::DateTime::from_timestamp_millis(f.timestamp_ms) {
+        by.push(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    let rows = if rows.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", rows.join(", "))
+    };
+    format!("snapshot {}: {}{rows} ({})", f.snapshot_id, f.operation, by.join(", "))
+}
+
+/// Terraform's "objects have changed outside": per table, what drifted and what apply
+/// does with it.
+fn drift_text(out: &mut String, plan: &Plan, style: Style) {
+    if plan.drift.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{} changes were made outside lakectl since it last applied the manifests:\n",
+        style.bold("Note:")
+    );
+    for d in &plan.drift {
+        let policy = match d.policy {
+            crate::manifest::types::OnDrift::Report => "report",
+            crate::manifest::types::OnDrift::Revert => "revert",
+            crate::manifest::types::OnDrift::Adopt => "adopt",
+        };
+        let _ = writeln!(
+            out,
+            "  {} table {} (onDrift: {policy})  {}",
+            style.yellow("!"),
+            style.bold(&d.table),
+            style.dim(&format!("({})", d.manifest.display()))
+        );
+        for i in &d.items {
+            let outcome = match i.outcome {
+                "reverted" => style.red("[apply reverts it]"),
+                "manifest" => style.yellow("[the manifest changes it too: the manifest wins]"),
+                _ => style.dim("[left as is]"),
+            };
+            let _ = writeln!(out, "      {} {outcome}", i.what);
+        }
+        for f in &d.snapshots {
+            let outcome = if d.policy == crate::manifest::types::OnDrift::Revert {
+                style.red("[apply rolls it back]")
+            } else {
+                style.dim("[left as is]")
+            };
+            let _ = writeln!(out, "      {} {outcome}", foreign_line(f));
+        }
+        if d.policy == crate::manifest::types::OnDrift::Adopt && !d.items.is_empty() {
+            let _ = writeln!(
+                out,
+                "      {} `lakectl import {}` writes it into {}",
+                style.yellow("adopt:"),
+                d.table,
+                d.manifest.display()
+            );
+        }
+    }
+    out.push('\n');
+}
+
 /// Unified diff of two schema renderings (`similar`), indented under the table.
 pub fn schema_diff(before: &[String], after: &[String], style: Style) -> String {
     let old = before.join("\n") + "\n";
@@ -343,6 +444,14 @@ pub fn json(plan: &Plan) -> serde_json::Value {
                 }
                 v
             }
+            Change::Revert(r) => {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("action".into(), json!("revert"));
+                    o.insert("kind".into(), json!("table"));
+                }
+                v
+            }
             Change::Table(t) => {
                 let mut v = serde_json::to_value(t).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
@@ -364,6 +473,7 @@ pub fn json(plan: &Plan) -> serde_json::Value {
         "lakehouse": plan.lakehouse,
         "changes": changes,
         "held_back": plan.held_back,
+        "drift": plan.drift,
         "hints": plan.hints,
         "errors": plan.errors,
         "summary": {

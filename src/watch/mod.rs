@@ -49,6 +49,9 @@ pub struct TableStatus {
     /// Held-back changes the plan lists (not applied).
     pub held_back: usize,
     pub consecutive_failures: u32,
+    /// Changes made outside lakectl that the last plan found, with what apply does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
     /// RFC 3339 time of the last reconcile.
     pub last_reconcile: String,
 }
@@ -283,7 +286,25 @@ async fn cycle(
 }
 
 /// Plans and applies one table; records its status. `true` when it is Ready.
+/// Reconciles one table; `false` when it failed. A revert of other writers' snapshots
+/// is followed at once by a reconcile of the table's other changes.
 async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &AtomicBool) -> bool {
+    for _ in 0..3 {
+        let (ok, again) = reconcile_once(lake, set, shared, stop).await;
+        if !ok || !again || stop.load(Ordering::SeqCst) {
+            return ok;
+        }
+    }
+    true
+}
+
+/// One plan and apply of one table: (succeeded, reverted drift and must plan again).
+async fn reconcile_once(
+    lake: &Lake,
+    set: &ManifestSet,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> (bool, bool) {
     let name = set.tables[0].table_name();
     shared.counters.reconciles.fetch_add(1, Ordering::Relaxed);
     let put = |t: TableStatus| {
@@ -305,6 +326,7 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
         pending_changes: 0,
         held_back: 0,
         consecutive_failures: 0,
+        drift: Vec::new(),
         last_reconcile: now_rfc3339(),
     };
     let degraded = |reason: &str, message: String| {
@@ -321,7 +343,7 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
         Ok(a) => a,
         Err(e) => {
             put(degraded("ObserveFailed", e.to_string()));
-            return false;
+            return (false, false);
         }
     };
     let plan = crate::plan::diff(set, &actual, lake.config.clone());
@@ -335,13 +357,40 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
         let mut t = degraded("PlanRefused", msg);
         t.pending_changes = plan.changes.len();
         put(t);
-        return false;
+        return (false, false);
     }
+    let drift: Vec<String> = plan
+        .drift
+        .iter()
+        .flat_map(|d| {
+            d.items
+                .iter()
+                .map(|i| format!("{} [{}]", i.what, i.outcome))
+                .chain(d.snapshots.iter().map(|f| {
+                    format!(
+                        "snapshot {} ({}) committed outside lakectl",
+                        f.snapshot_id, f.operation
+                    )
+                }))
+        })
+        .collect();
     if plan.changes.is_empty() {
-        let mut t = base("Ready", "UpToDate", "the table matches its manifest".into());
+        let mut t = if drift.is_empty() {
+            base("Ready", "UpToDate", "the table matches its manifest".into())
+        } else {
+            base(
+                "Ready",
+                "Drifted",
+                format!(
+                    "{} change(s) made outside lakectl are left as they are (onDrift); see `lakectl plan`",
+                    drift.len()
+                ),
+            )
+        };
+        t.drift = drift.clone();
         t.held_back = plan.held_back.len();
         put(t);
-        return true;
+        return (true, false);
     }
     let mut t = base(
         "Progressing",
@@ -351,9 +400,10 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
     t.pending_changes = plan.changes.len();
     put(t);
     // Apply change by change, so a stop request waits for the current commit only.
+    let mut reverted = false;
     for change in &plan.changes {
         if stop.load(Ordering::SeqCst) {
-            return true;
+            return (true, false);
         }
         let one = crate::plan::Plan {
             lakehouse: plan.lakehouse.clone(),
@@ -362,7 +412,9 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
             hints: Vec::new(),
             held_back: Vec::new(),
             release: Vec::new(),
+            drift: Vec::new(),
         };
+        reverted |= matches!(change, crate::plan::Change::Revert(_));
         match crate::apply::apply(lake, &one, Arc::new(()), |_| {}).await {
             Ok(applied) => {
                 shared
@@ -384,7 +436,7 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
                         s.tables.get(&name).and_then(|x| x.last_applied_snapshot);
                 }
                 put(t);
-                return false;
+                return (false, false);
             }
         }
     }
@@ -400,9 +452,10 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
     );
     t.last_applied_snapshot = last;
     t.held_back = plan.held_back.len();
+    t.drift = drift;
     t.last_error = None;
     put(t);
-    true
+    (true, reverted)
 }
 
 fn joined(d: &crate::manifest::Diagnostics) -> String {

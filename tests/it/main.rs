@@ -4,6 +4,7 @@
 mod common;
 mod concurrency;
 mod corpus;
+mod drift;
 mod crash;
 mod evolve;
 mod ingest;
