@@ -107,11 +107,7 @@ pub async fn import(
                 )
             }
             Some(t) => {
-                let shares = set
-                    .tables
-                    .iter()
-                    .filter(|x| x.file == t.file)
-                    .count()
+                let shares = set.tables.iter().filter(|x| x.file == t.file).count()
                     + set.lakehouses.iter().filter(|x| x.file == t.file).count();
                 let mut adopting = t.clone();
                 adopting.value.spec.policy.on_drift = OnDrift::Adopt;
@@ -127,8 +123,8 @@ pub async fn import(
                     m.spec.sort_order = actual.spec.sort_order;
                     m.spec.properties = actual.spec.properties;
                 }
-                let changed = serde_json::to_value(&m.spec).ok()
-                    != serde_json::to_value(&t.value.spec).ok();
+                let changed =
+                    serde_json::to_value(&m.spec).ok() != serde_json::to_value(&t.value.spec).ok();
                 if changed && shares > 1 {
                     return Err(ImportError::Refused {
                         file: t.file.clone(),

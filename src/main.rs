@@ -123,6 +123,10 @@ enum Command {
         /// Stop after N cycles (default: run until SIGTERM / Ctrl-C).
         #[arg(long)]
         cycles: Option<u64>,
+        /// `git pull --ff-only` DIR's work tree this often (e.g. `30s`): follow the
+        /// branch the clone tracks; pulled changes are reconciled at once.
+        #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+        git_pull: Option<std::time::Duration>,
     },
     /// Per-table status of a running `lakectl watch` (its /status).
     Status {
@@ -305,12 +309,14 @@ fn main() -> ExitCode {
             interval,
             addr,
             cycles,
+            git_pull,
         } => runtime.block_on(async {
             let config = lakectl::watch::WatchConfig {
                 manifests: dir,
                 interval,
                 addr,
                 max_cycles: cycles,
+                git_pull,
             };
             match lakectl::watch::watch(config).await {
                 Ok(()) => 0,

@@ -205,7 +205,9 @@ async fn prepare(
             .get(crate::plan::drift::DESIRED)
             .cloned()
     });
-    if let Some(b) = baseline.filter(|b| md.properties().get(crate::plan::drift::DESIRED) != Some(b)) {
+    if let Some(b) =
+        baseline.filter(|b| md.properties().get(crate::plan::drift::DESIRED) != Some(b))
+    {
         updates.push(TableUpdate::SetProperties {
             updates: HashMap::from([(crate::plan::drift::DESIRED.to_string(), b)]),
         });

@@ -293,7 +293,12 @@ pub fn assess(
     // Properties lakectl manages (in the baseline or the manifest); other writers'
     // own keys are never drift.
     let mut keys: Vec<&String> = base.properties.keys().collect();
-    keys.extend(desired.properties.keys().filter(|k| !base.properties.contains_key(*k)));
+    keys.extend(
+        desired
+            .properties
+            .keys()
+            .filter(|k| !base.properties.contains_key(*k)),
+    );
     for k in keys {
         let a = md.properties().get(k);
         let b = base.properties.get(k);
@@ -353,7 +358,12 @@ fn foreign_snapshots(md: &TableMetadata) -> (Vec<ForeignSnapshot>, Option<i64>) 
 pub fn actual_baseline(md: &TableMetadata) -> Baseline {
     let nodes = schema::nodes_of(md.current_schema());
     let paths = schema::paths_by_id(&nodes);
-    let path_of = |id: i32| paths.get(&id).cloned().unwrap_or_else(|| format!("<field {id}>"));
+    let path_of = |id: i32| {
+        paths
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("<field {id}>"))
+    };
     let partitioning = md
         .default_partition_spec()
         .fields()
@@ -541,6 +551,9 @@ fn list<T: std::fmt::Display>(v: &[T]) -> String {
     if v.is_empty() {
         "(none)".into()
     } else {
-        v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

@@ -223,7 +223,9 @@ impl Plan {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Change {
-    CreateNamespace { namespace: String },
+    CreateNamespace {
+        namespace: String,
+    },
     Table(Box<TableChange>),
     Ingest(Box<IngestChange>),
     Mutation(Box<MutationChange>),
@@ -502,7 +504,9 @@ impl std::fmt::Display for SortTarget {
 }
 
 /// The partition fields a manifest declares.
-pub fn partition_targets(specs: &[crate::manifest::types::PartitionFieldSpec]) -> Vec<PartitionTarget> {
+pub fn partition_targets(
+    specs: &[crate::manifest::types::PartitionFieldSpec],
+) -> Vec<PartitionTarget> {
     specs
         .iter()
         .map(|p| PartitionTarget {
@@ -1123,7 +1127,9 @@ pub fn destructive_refusal(table: &str, what: &str, protect: bool) -> String {
     if protect {
         format!("{table}: {what} is destructive and the table is protected (`policy.protect`); it is refused whatever `allowDestructive` says")
     } else {
-        format!("{table}: {what} is destructive; set `spec.policy.allowDestructive: true` to allow it")
+        format!(
+            "{table}: {what} is destructive; set `spec.policy.allowDestructive: true` to allow it"
+        )
     }
 }
 

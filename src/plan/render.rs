@@ -333,7 +333,12 @@ fn foreign_line(f: &super::drift::ForeignSnapshot) -> String {
     } else {
         format!(", {}", rows.join(", "))
     };
-    format!("snapshot {}: {}{rows} ({})", f.snapshot_id, f.operation, by.join(", "))
+    format!(
+        "snapshot {}: {}{rows} ({})",
+        f.snapshot_id,
+        f.operation,
+        by.join(", ")
+    )
 }
 
 /// Terraform's "objects have changed outside": per table, what drifted and what apply

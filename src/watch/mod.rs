@@ -32,6 +32,9 @@ pub struct WatchConfig {
     pub addr: Option<SocketAddr>,
     /// Stop after this many cycles (tests, one-shot runs); `None`: until a signal.
     pub max_cycles: Option<u64>,
+    /// `git pull --ff-only` the manifest directory's work tree this often (GitOps: the
+    /// watcher follows the branch its clone tracks).
+    pub git_pull: Option<Duration>,
 }
 
 /// The condition of one table.
@@ -63,6 +66,54 @@ pub struct Status {
     pub tables: BTreeMap<String, TableStatus>,
     /// Errors that stop every table (manifests that do not load, an unreachable catalog).
     pub error: Option<String>,
+    /// `--git-pull`: the last pull.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitStatus>,
+}
+
+/// The last `git pull` of `--git-pull`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GitStatus {
+    /// RFC 3339 time of the last pull.
+    pub last_pull: String,
+    /// `HEAD` after it.
+    pub commit: Option<String>,
+    /// Why it failed (the watcher goes on with the manifests it has).
+    pub error: Option<String>,
+}
+
+/// `git pull --ff-only` in `dir`'s work tree; the status of it.
+async fn git_pull(dir: &Path) -> GitStatus {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(&dir)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+        };
+        let error = match git(&["pull", "--ff-only", "--quiet"]) {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!(
+                "git pull: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Some(format!("git pull: {e}")),
+        };
+        let commit = git(&["rev-parse", "HEAD"])
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        GitStatus {
+            last_pull: now_rfc3339(),
+            commit,
+            error,
+        }
+    })
+    .await
+    .unwrap_or_default()
 }
 
 #[derive(Default)]
@@ -179,7 +230,27 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
     // Per table: consecutive failures and when to try again.
     let mut backoff: HashMap<String, (u32, Instant, String)> = HashMap::new();
     let mut cycles = 0u64;
+    let mut next_pull = Instant::now();
+    let pull = |shared: Arc<Shared>| {
+        let dir = config.manifests.clone();
+        async move {
+            let g = git_pull(&dir).await;
+            if let Some(e) = &g.error {
+                tracing::warn!("{e}");
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Ok(mut s) = shared.status.lock() {
+                s.git = Some(g);
+            }
+        }
+    };
     loop {
+        if let Some(every) = config.git_pull {
+            if Instant::now() >= next_pull {
+                pull(shared.clone()).await;
+                next_pull = Instant::now() + every;
+            }
+        }
         let started = Instant::now();
         let roots = watched_roots(&config.manifests);
         let seen = fingerprint(&roots);
@@ -208,6 +279,12 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(every) = config.git_pull {
+                if Instant::now() >= next_pull {
+                    pull(shared.clone()).await;
+                    next_pull = Instant::now() + every;
+                }
+            }
             if fingerprint(&roots) != seen {
                 // Debounce: let a burst of writes settle. New input: retry every table
                 // now, backing off or not.
@@ -285,8 +362,7 @@ async fn cycle(
     }
 }
 
-/// Plans and applies one table; records its status. `true` when it is Ready.
-/// Reconciles one table; `false` when it failed. A revert of other writers' snapshots
+/// Reconciles one table (plans, applies, records its status); `false` when it failed. A revert of other writers' snapshots
 /// is followed at once by a reconcile of the table's other changes.
 async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &AtomicBool) -> bool {
     for _ in 0..3 {

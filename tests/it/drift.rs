@@ -87,11 +87,7 @@ async fn report_shows_drift_and_apply_leaves_it() {
     // A manifest edit is applied; the drift stays as it is and is still reported.
     p.write(
         "sales.yaml",
-        &sales(
-            false,
-            "  properties:\n    owner: team-a\n",
-        )
-        .replace(
+        &sales(false, "  properties:\n    owner: team-a\n").replace(
             "    - name: qty\n      type: int\n",
             "    - name: qty\n      type: int\n    - name: note\n      type: string\n",
         ),
@@ -109,7 +105,11 @@ async fn report_shows_drift_and_apply_leaves_it() {
         .iter()
         .map(|f| f["path"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["id", "ts", "region", "qty", "extra", "note"], "{seen}");
+    assert_eq!(
+        names,
+        ["id", "ts", "region", "qty", "extra", "note"],
+        "{seen}"
+    );
     assert_eq!(seen["properties"]["owner"], "team-b");
     assert_eq!(count(&p), 22);
     let (code, plan) = p.plan();
@@ -266,7 +266,10 @@ async fn import_writes_manifests_and_adopts_drift() {
     let (code, plan) = p.plan();
     assert_eq!(code, 0, "plan after import must be empty:\n{plan}\n{yaml}");
     assert!(plan.contains("No changes"), "{plan}");
-    assert_eq!(query(&p, "select count(*) as n from shop.items", None)[0]["n"], 3);
+    assert_eq!(
+        query(&p, "select count(*) as n from shop.items", None)[0]["n"],
+        3
+    );
 
     // From now on PyIceberg's changes are drift; adopt + import writes them back.
     let adopted = yaml.replace("spec:\n", "spec:\n  policy:\n    onDrift: adopt\n");
@@ -278,7 +281,10 @@ async fn import_writes_manifests_and_adopts_drift() {
     let (code, plan) = p.plan();
     assert_eq!(code, 0, "{plan}");
     assert!(plan.contains("column `color` (string) was added"), "{plan}");
-    assert!(plan.contains("`lakectl import shop.items` writes it"), "{plan}");
+    assert!(
+        plan.contains("`lakectl import shop.items` writes it"),
+        "{plan}"
+    );
     let out = p.run(&["import", "shop.items"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("adopted drift into"), "{}", text(&out));
@@ -288,7 +294,10 @@ async fn import_writes_manifests_and_adopts_drift() {
     assert!(yaml.contains("onDrift: adopt"), "{yaml}");
     let (code, plan) = p.plan();
     assert_eq!(code, 0, "{plan}");
-    assert!(!plan.contains("outside lakectl"), "drift is adopted:\n{plan}");
+    assert!(
+        !plan.contains("outside lakectl"),
+        "drift is adopted:\n{plan}"
+    );
 
     // And lakectl manages it: a manifest edit applies and PyIceberg reads it.
     let edited = yaml.replace(

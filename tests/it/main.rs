@@ -4,12 +4,13 @@
 mod common;
 mod concurrency;
 mod corpus;
-mod drift;
 mod crash;
+mod drift;
 mod evolve;
 mod ingest;
 mod mutate;
 mod oracle;
 mod s3;
 mod serve;
+mod topology;
 mod watch;

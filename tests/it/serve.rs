@@ -11,9 +11,9 @@ use crate::mutate::{csv, sales};
 const TOKEN: &str = "s3cret-token";
 
 /// A running `lakectl serve` (killed on drop).
-struct Server {
+pub struct Server {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Drop for Server {
@@ -474,6 +474,11 @@ async fn rest_mode_plans_applies_and_rolls_back_through_a_rest_catalog() {
 /// by `.ci/run`), on 127.0.0.1 with an in-memory catalog: a `file://` warehouse, or an
 /// S3 one on the S3 test server at `s3`. Returns the server and its temporary dir.
 async fn rustberg(s3: Option<&str>) -> (Server, tempfile::TempDir) {
+    rustberg_at(s3, "s3://lake/warehouse").await
+}
+
+/// rustberg as above, with an S3 warehouse at `location` (an `s3://bucket/prefix`).
+pub async fn rustberg_at(s3: Option<&str>, location: &str) -> (Server, tempfile::TempDir) {
     let bin = std::env::var_os("LAKECTL_RUSTBERG")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
@@ -506,7 +511,7 @@ async fn rustberg(s3: Option<&str>) -> (Server, tempfile::TempDir) {
             std::fs::write(
                 &config,
                 format!(
-                    "[storage]\nwarehouse_location = \"s3://lake/warehouse\"\n\n[storage.properties]\n\"s3.endpoint\" = \"{endpoint}\"\n\"s3.region\" = \"us-east-1\"\n\"s3.path-style-access\" = \"true\"\n\"s3.access-key-id\" = \"{}\"\n\"s3.secret-access-key\" = \"{}\"\n",
+                    "[storage]\nwarehouse_location = \"{location}\"\n\n[storage.properties]\n\"s3.endpoint\" = \"{endpoint}\"\n\"s3.region\" = \"us-east-1\"\n\"s3.path-style-access\" = \"true\"\n\"s3.access-key-id\" = \"{}\"\n\"s3.secret-access-key\" = \"{}\"\n",
                     crate::s3::KEY,
                     crate::s3::SECRET
                 ),
