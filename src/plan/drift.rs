@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use iceberg::spec::{NullOrder, SortDirection, TableMetadata};
 use serde::{Deserialize, Serialize};
 
+use super::list_or_none;
 use super::schema::{self, desired_columns, Desired, DesiredType, Node, NodeType};
 use crate::lake::ledger;
 use crate::manifest::types::{
@@ -267,7 +268,11 @@ pub fn assess(
     if ap != bp && ap != dp {
         drift.items.push(DriftItem {
             kind: "partitioning",
-            what: format!("partition spec changed: {} → {}", list(&bp), list(&ap)),
+            what: format!(
+                "partition spec changed: {} → {}",
+                list_or_none(&bp),
+                list_or_none(&ap)
+            ),
             outcome: outcome(dp != bp),
         });
         if !revert && dp == bp {
@@ -282,7 +287,11 @@ pub fn assess(
     if aso != bso && aso != dso {
         drift.items.push(DriftItem {
             kind: "sort-order",
-            what: format!("sort order changed: {} → {}", list(&bso), list(&aso)),
+            what: format!(
+                "sort order changed: {} → {}",
+                list_or_none(&bso),
+                list_or_none(&aso)
+            ),
             outcome: outcome(dso != bso),
         });
         if !revert && dso == bso {
@@ -544,16 +553,5 @@ fn change(from: &Desired, to: &Desired) -> String {
         "its doc".into()
     } else {
         "its nested fields".into()
-    }
-}
-
-fn list<T: std::fmt::Display>(v: &[T]) -> String {
-    if v.is_empty() {
-        "(none)".into()
-    } else {
-        v.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }

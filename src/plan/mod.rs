@@ -428,6 +428,18 @@ impl TableChange {
     }
 }
 
+/// `a, b, c`, or `(none)` for an empty list.
+pub fn list_or_none<T: std::fmt::Display>(v: &[T]) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// A partition spec or sort order: from what to what.
 #[derive(Debug, Clone, Serialize)]
 pub struct FieldsChange<T> {
@@ -437,16 +449,7 @@ pub struct FieldsChange<T> {
 
 impl<T: std::fmt::Display> FieldsChange<T> {
     pub fn describe(&self) -> String {
-        let show = |v: &[T]| {
-            if v.is_empty() {
-                "(none)".to_string()
-            } else {
-                v.iter()
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        };
+        let show = |v: &[T]| list_or_none(v);
         if self.from.is_empty() {
             show(&self.to)
         } else {
@@ -548,7 +551,12 @@ pub fn spec_hash(m: &TableManifest) -> String {
         "properties": s.properties,
     }))
     .unwrap_or_default();
-    let digest = Sha256::digest(&json);
+    short_hash(&json)
+}
+
+/// The first 6 bytes of SHA-256, in hex: the suffix of change ids.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -564,9 +572,7 @@ pub fn mutation_change_id(table: &str, m: &crate::manifest::types::MutationSpec)
         "delete": m.delete,
     }))
     .unwrap_or_default();
-    let digest = Sha256::digest(&json);
-    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("mutation:{table}:{}@{hash}", m.name)
+    format!("mutation:{table}:{}@{}", m.name, short_hash(&json))
 }
 
 /// A mutation's SQL.
@@ -867,8 +873,7 @@ fn diff_source(
         .iter()
         .map(|f| format!("{}:{}:{}", f.path, f.size, f.mtime_ms))
         .collect();
-    let digest = Sha256::digest(identities.join("\n").as_bytes());
-    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let hash = short_hash(identities.join("\n").as_bytes());
     let base = t.file.parent().unwrap_or(std::path::Path::new("."));
     let rejects_dir = match &src.rejects {
         Some(r) => base.join(r),
@@ -1101,7 +1106,16 @@ fn diff_table(
         table: t.table_name(),
         create,
         manifest: t.file.clone(),
-        change_id: format!("table:{}@{}", t.table_name(), spec_hash(declared)),
+        change_id: if record_only {
+            // Only the baseline (e.g. the protection) changes: its own id.
+            format!(
+                "baseline:{}@{}",
+                t.table_name(),
+                short_hash(baseline.as_bytes())
+            )
+        } else {
+            format!("table:{}@{}", t.table_name(), spec_hash(declared))
+        },
         location,
         schema_ops: sd.ops,
         identifier_fields: if create {

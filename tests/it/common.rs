@@ -84,6 +84,21 @@ impl Project {
             .expect("table exists")
     }
 
+    /// Makes the embedded catalog with PyIceberg alone, and in it `shop.items` with
+    /// three rows (tests/oracle/pyiceberg_create.py).
+    pub fn pyiceberg_items(&self) {
+        std::fs::create_dir_all(self.root().join(".lakectl")).expect("mkdir");
+        let db = self.catalog_db();
+        let warehouse = self.root().join(".lakectl/warehouse");
+        let script = oracle_dir().join("pyiceberg_create.py");
+        py(&[
+            script.as_os_str(),
+            db.as_os_str(),
+            "lakectl".as_ref(),
+            warehouse.as_os_str(),
+        ]);
+    }
+
     /// What PyIceberg sees of the table (tests/oracle/describe_table.py).
     pub fn inspect(&self, name: &str) -> serde_json::Value {
         inspect(&self.catalog_db(), "lakectl", name)

@@ -78,10 +78,21 @@ async fn report_shows_drift_and_apply_leaves_it() {
     assert_eq!(items.len(), 2, "{j}");
     assert_eq!(j["drift"][0]["snapshots"].as_array().unwrap().len(), 1);
     p.apply_ok();
+    // The watcher leaves it too, and says so.
+    {
+        let w = crate::watch::watch(&p, &[]);
+        let s = crate::watch::until(&w, "Drifted", |s| {
+            s["tables"]["shop.sales"]["reason"] == "Drifted"
+        })
+        .await;
+        let t = &s["tables"]["shop.sales"];
+        assert_eq!(t["condition"], "Ready", "{s}");
+        assert_eq!(t["drift"].as_array().unwrap().len(), 3, "{s}");
+    }
     assert_eq!(
         p.table("shop.sales").await.metadata_location,
         before,
-        "apply must leave reported drift alone"
+        "apply and watch must leave reported drift alone"
     );
 
     // A manifest edit is applied; the drift stays as it is and is still reported.
@@ -231,22 +242,22 @@ async fn protect_refuses_destructive_changes_whatever_the_flags() {
         .run(&["rollback", "shop.sales", "--steps", "1"])
         .status
         .success());
+
+    // A whole environment: `protect: true` in the Lakehouse document.
+    p.write(
+        "lakehouse.yaml",
+        "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {name: prod}\nspec:\n  catalog: {type: sql, uri: \"sqlite:../.lakectl/catalog.db\"}\n  warehouse: ../.lakectl/warehouse\n  protect: true\n",
+    );
+    p.apply_converges();
+    let out = p.run(&["rollback", "shop.sales", "--steps", "1"]);
+    assert!(text(&out).contains("is protected"), "{}", text(&out));
 }
 
 #[tokio::test]
 async fn import_writes_manifests_and_adopts_drift() {
     // A table PyIceberg made: `lakectl import shop` writes its manifest; plan is empty.
     let p = Project::new();
-    std::fs::create_dir_all(p.root().join(".lakectl")).unwrap();
-    let db = p.catalog_db();
-    let warehouse = p.root().join(".lakectl/warehouse");
-    let script = oracle_dir().join("pyiceberg_create.py");
-    py(&[
-        script.as_os_str(),
-        db.as_os_str(),
-        "lakectl".as_ref(),
-        warehouse.as_os_str(),
-    ]);
+    p.pyiceberg_items();
     alter(&p, "shop.items", &["set-property", "owner", "spark-team"]);
     let out = p.run(&["import", "shop"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -193,16 +193,8 @@ async fn pyiceberg_and_duckdb_read_every_step_lakectl_commits() {
 #[tokio::test]
 async fn a_table_pyiceberg_made_is_planned_and_evolved_by_lakectl() {
     let p = Project::new();
-    std::fs::create_dir_all(p.root().join(".lakectl")).unwrap();
+    p.pyiceberg_items();
     let db = p.catalog_db();
-    let warehouse = p.root().join(".lakectl/warehouse");
-    let script = oracle_dir().join("pyiceberg_create.py");
-    py(&[
-        script.as_os_str(),
-        db.as_os_str(),
-        "lakectl".as_ref(),
-        warehouse.as_os_str(),
-    ]);
 
     let declared = r#"  columns:
     - name: id

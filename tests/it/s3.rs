@@ -83,6 +83,28 @@ pub fn start(buckets: &[&str]) -> Server {
     }
 }
 
+/// The keys under `prefix` of `bucket` on the S3 test server.
+pub async fn keys(endpoint: &str, bucket: &str, prefix: Option<&str>) -> Vec<String> {
+    use futures::TryStreamExt;
+    let prefix = prefix.map(ObjectPath::from);
+    client(endpoint, bucket)
+        .list(prefix.as_ref())
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// Asserts that Iceberg metadata and Parquet data are on the S3 test server.
+pub async fn assert_metadata_and_data(endpoint: &str, bucket: &str, prefix: Option<&str>) {
+    let keys = keys(endpoint, bucket, prefix).await;
+    assert!(
+        keys.iter().any(|k| k.ends_with(".metadata.json")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
+}
+
 pub fn client(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
     Arc::new(
         AmazonS3Builder::new()

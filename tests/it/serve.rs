@@ -561,19 +561,7 @@ async fn rest_mode_against_rustberg_with_an_s3_warehouse() {
     let (server, _dir) = rustberg(Some(&s3.endpoint)).await;
     rest_mode_round_trip(&server.base, None, Some(&s3.endpoint), || async {}).await;
     // Metadata (rustberg's) and data (lakectl's) are on the S3 server.
-    use futures::TryStreamExt;
-    let store = crate::s3::client(&s3.endpoint, "lake");
-    let keys: Vec<String> = store
-        .list(Some(&object_store::path::Path::from("warehouse")))
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    assert!(
-        keys.iter().any(|k| k.ends_with(".metadata.json")),
-        "{keys:?}"
-    );
-    assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
+    crate::s3::assert_metadata_and_data(&s3.endpoint, "lake", Some("warehouse")).await;
 }
 
 /// The `warehouse:` and `storage:` lines of a Lakehouse with an S3 warehouse on the S3

@@ -388,18 +388,7 @@ async fn the_compose_topology_runs_as_processes_and_follows_git() {
     assert!(r.to_string().contains("50"), "{r}");
 
     // The metadata (the catalog's) and the data (lakectl's) are in the warehouse bucket.
-    use futures::TryStreamExt;
-    let keys: Vec<String> = crate::s3::client(&s3.endpoint, "warehouse")
-        .list(None)
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    assert!(
-        keys.iter().any(|k| k.ends_with(".metadata.json")),
-        "{keys:?}"
-    );
-    assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
+    crate::s3::assert_metadata_and_data(&s3.endpoint, "warehouse", None).await;
 
     // 4. The watcher's status as `lakectl status` prints it.
     let out = Command::new(LAKECTL)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::{text, Project, LAKECTL};
 use crate::mutate::{csv, query, sales};
 
-struct Watcher {
+pub struct Watcher {
     child: Child,
     base: String,
 }
@@ -22,7 +22,7 @@ impl Drop for Watcher {
     }
 }
 
-fn watch(p: &Project, env: &[(&str, &str)]) -> Watcher {
+pub fn watch(p: &Project, env: &[(&str, &str)]) -> Watcher {
     let mut cmd = Command::new(LAKECTL);
     cmd.args([
         "watch",
@@ -58,7 +58,7 @@ async fn status(w: &Watcher) -> serde_json::Value {
 
 /// Waits (at most 20 s: the resync interval is 60 s, so only file events can wake it)
 /// until `ok` holds for the status.
-async fn until(
+pub async fn until(
     w: &Watcher,
     what: &str,
     ok: impl Fn(&serde_json::Value) -> bool,
