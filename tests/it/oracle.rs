@@ -7,7 +7,7 @@
 use iceberg::spec::{NullOrder, SortDirection, TableMetadata, Type};
 use serde_json::Value;
 
-use crate::common::{field, inspect, oracle_dir, orders, py, read_both, Project};
+use crate::common::{field, inspect, orders, read_both, Project};
 
 /// Every field lakectl has, by path, as (id, type, required, doc).
 fn lakectl_fields(md: &TableMetadata) -> Vec<(String, i32, String, bool, Option<String>)> {
