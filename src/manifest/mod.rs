@@ -956,7 +956,7 @@ fn resolve_lakehouse(
         CatalogType::Rest => {
             // An unset `${env:…}` is reported already.
             let unset = uri.is_empty() && spec.catalog.uri.contains("${env:");
-            if !unset && !(uri.starts_with("http://") || uri.starts_with("https://")) {
+            if !(unset || uri.starts_with("http://") || uri.starts_with("https://")) {
                 errors.push(l.error_at(
                     "spec.catalog.uri",
                     format!("REST catalog uri `{uri}` must be an http:// or https:// URL"),
