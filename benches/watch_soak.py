@@ -4,13 +4,15 @@ files arriving for a bounded time; reports reconcile latency p50/p99, the watche
 time and RSS, and checks the final state equals one clean `lakectl apply` of the same
 manifests and files.
 
-  watch_soak.py LAKECTL_BINARY [TABLES=200] [SECONDS=120] [EVENTS_PER_SECOND=4]
+  watch_soak.py LAKECTL_BINARY [TABLES=200] [SECONDS=120] [EVENTS_PER_SECOND=4] [WATCH_ARGS…]
+
+WATCH_ARGS go to `lakectl watch` (e.g. `--poll` to compare polling with file events).
 
 Latency of an event (a new CSV under a table's source directory, or a manifest edit
 adding a column) is the time from the write until the watcher's /status shows the
 table Ready with a newer applied snapshot than before the write. The watcher runs with
-a 30 s resync, so what is measured is the file-event path (polled every 250 ms,
-debounced 250 ms) plus the reconcile itself.
+a 30 s resync, so what is measured is the file-event path (an OS file event, or the
+250 ms poll with `--poll`; debounced 250 ms) plus the reconcile itself.
 """
 import json, os, random, shutil, signal, subprocess, sys, tempfile, threading, time
 import urllib.request
@@ -19,6 +21,7 @@ binary = os.path.abspath(sys.argv[1])
 tables = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 120
 rate = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
+watch_args = sys.argv[5:]
 rng = random.Random(7)
 
 root = tempfile.mkdtemp(prefix="lakectl-soak-")
@@ -63,7 +66,8 @@ out = subprocess.run([binary, "apply", "manifests"], cwd=root, capture_output=Tr
 assert out.returncode == 0, out.stdout + out.stderr
 print(f"initial apply of {tables} tables: {time.time() - t0:.1f} s")
 
-w = subprocess.Popen([binary, "watch", "manifests", "--interval", "30s", "--addr", "127.0.0.1:0"],
+w = subprocess.Popen([binary, "watch", "manifests", "--interval", "30s", "--addr", "127.0.0.1:0",
+                      *watch_args],
                      cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 base = w.stdout.readline().strip().replace("listening on ", "")
 clk = os.sysconf("SC_CLK_TCK")

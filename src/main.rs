@@ -127,6 +127,10 @@ enum Command {
         /// branch the clone tracks; pulled changes are reconciled at once.
         #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
         git_pull: Option<std::time::Duration>,
+        /// Poll the directories every 250 ms instead of using file events from the
+        /// OS (for file systems without them: NFS, SMB, some container mounts).
+        #[arg(long)]
+        poll: bool,
     },
     /// Per-table status of a running `lakectl watch` (its /status).
     Status {
@@ -310,6 +314,7 @@ fn main() -> ExitCode {
             addr,
             cycles,
             git_pull,
+            poll,
         } => runtime.block_on(async {
             let config = lakectl::watch::WatchConfig {
                 manifests: dir,
@@ -317,6 +322,7 @@ fn main() -> ExitCode {
                 addr,
                 max_cycles: cycles,
                 git_pull,
+                poll,
             };
             match lakectl::watch::watch(config).await {
                 Ok(()) => 0,

@@ -1,9 +1,10 @@
 //! `lakectl watch`: the reconcile loop. Level-triggered: every cycle re-reads the
 //! manifests and the actual tables (plan, then apply), whatever woke it: a change
-//! under the manifest directory or a source directory (polled, debounced) or the
-//! resync interval. Tables are reconciled one at a time each, independent tables
-//! in parallel; a table whose apply fails backs off exponentially (1 s doubling, at
-//! most 5 min, reset when its manifest changes) without stopping the others.
+//! under the manifest directory or a source directory (a file event from the OS,
+//! debounced, or polling; see [`wake`]) or the resync interval. Tables are
+//! reconciled one at a time each, independent tables in parallel; a table whose
+//! apply fails backs off exponentially (1 s doubling, at most 5 min, reset when its
+//! manifest changes) without stopping the others.
 //!
 //! Status per table (`Ready`, `Progressing`, `Degraded` with reason and message, last
 //! applied snapshot, last error, pending changes) is served at `GET /status`, with
@@ -15,12 +16,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::lake::Lake;
 use crate::manifest::ManifestSet;
+
+mod wake;
 
 /// How `watch` runs.
 #[derive(Debug, Clone)]
@@ -35,6 +38,9 @@ pub struct WatchConfig {
     /// `git pull --ff-only` the manifest directory's work tree this often (GitOps: the
     /// watcher follows the branch its clone tracks).
     pub git_pull: Option<Duration>,
+    /// Poll the watched directories instead of asking the OS for file events (file
+    /// systems without them: NFS, some container mounts).
+    pub poll: bool,
 }
 
 /// The condition of one table.
@@ -63,6 +69,9 @@ pub struct TableStatus {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     pub cycles: u64,
+    /// What wakes the loop between resyncs: `notify` (file events from the OS) or
+    /// `poll` (a fingerprint of the watched directories every 250 ms).
+    pub file_events: &'static str,
     pub tables: BTreeMap<String, TableStatus>,
     /// Errors that stop every table (manifests that do not load, an unreachable catalog).
     pub error: Option<String>,
@@ -164,42 +173,6 @@ fn watched_roots(dir: &Path) -> Vec<PathBuf> {
     roots
 }
 
-/// A fingerprint of the files under `roots` (paths, sizes, mtimes), so a new or
-/// edited file wakes the loop.
-fn fingerprint(roots: &[PathBuf]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for root in roots {
-        let mut stack = vec![root.clone()];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            let mut entries: Vec<_> = entries.flatten().collect();
-            entries.sort_by_key(|e| e.path());
-            for e in entries {
-                let name = e.file_name();
-                if name.to_string_lossy().starts_with('.') {
-                    continue;
-                }
-                let Ok(m) = e.metadata() else { continue };
-                if m.is_dir() {
-                    stack.push(e.path());
-                } else {
-                    e.path().hash(&mut h);
-                    m.len().hash(&mut h);
-                    m.modified()
-                        .ok()
-                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                        .map(|d| d.as_nanos())
-                        .hash(&mut h);
-                }
-            }
-        }
-    }
-    h.finish()
-}
-
 /// Runs the loop until a signal (or `max_cycles`).
 pub async fn watch(config: WatchConfig) -> Result<(), String> {
     let shared = Arc::new(Shared {
@@ -229,6 +202,10 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
     }
     // Per table: consecutive failures and when to try again.
     let mut backoff: HashMap<String, (u32, Instant, String)> = HashMap::new();
+    let mut wake = wake::Wake::new(config.poll);
+    if let Ok(mut s) = shared.status.lock() {
+        s.file_events = wake.mode();
+    }
     let mut cycles = 0u64;
     let mut next_pull = Instant::now();
     let pull = |shared: Arc<Shared>| {
@@ -252,8 +229,7 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
             }
         }
         let started = Instant::now();
-        let roots = watched_roots(&config.manifests);
-        let seen = fingerprint(&roots);
+        wake.arm(&watched_roots(&config.manifests));
         cycle(&config, &shared, &mut backoff, &stop).await;
         cycles += 1;
         shared
@@ -278,19 +254,18 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
             if now >= deadline || next_retry.is_some_and(|t| now >= t) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // Wake up at least every 250 ms for a signal, a retry or a pull.
+            if wake.changed(Duration::from_millis(250)).await {
+                // New input (its burst settled): retry every table now, backing off
+                // or not.
+                backoff.clear();
+                break;
+            }
             if let Some(every) = config.git_pull {
                 if Instant::now() >= next_pull {
                     pull(shared.clone()).await;
                     next_pull = Instant::now() + every;
                 }
-            }
-            if fingerprint(&roots) != seen {
-                // Debounce: let a burst of writes settle. New input: retry every table
-                // now, backing off or not.
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                backoff.clear();
-                break;
             }
         }
     }

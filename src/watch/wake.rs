@@ -1,0 +1,288 @@
+//! What wakes `watch` between resyncs: a file created, changed, moved or removed
+//! under the manifest directory or a local source directory.
+//!
+//! File events come from the operating system (inotify, FSEvents, … through
+//! `notify`). Every directory under a root is watched on its own (non-recursively),
+//! hidden ones (`.git`, a `.lakectl` warehouse) left out, and the set is armed anew
+//! before each cycle, so a directory made since (or deleted and made again, as a
+//! `git pull` may) is watched from the cycle that first reads it; a root that does
+//! not exist yet is covered by watching its nearest existing ancestor. Where events
+//! cannot be had (`--poll`, a file system without them such as NFS, the inotify
+//! watch limit reached), a fingerprint of paths, sizes and mtimes is polled every
+//! 250 ms instead. Either way the event is only a wake-up: the cycle re-reads
+//! everything (level-triggered).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::event::{AccessKind, EventKind, MetadataKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// How long a burst of writes must be quiet before the cycle starts, and the most
+/// a steady stream of writes may hold it back.
+const QUIET: Duration = Duration::from_millis(250);
+const MAX_SETTLE: Duration = Duration::from_secs(2);
+/// The polling period without file events.
+const POLL: Duration = Duration::from_millis(250);
+
+pub(super) struct Wake {
+    /// `None`: polling.
+    watcher: Option<RecommendedWatcher>,
+    events: UnboundedReceiver<()>,
+    /// Directories watched now.
+    watched: BTreeSet<PathBuf>,
+    /// Polling: the roots and their fingerprint when the cycle started.
+    roots: Vec<PathBuf>,
+    seen: u64,
+}
+
+impl Wake {
+    /// File events unless `poll` is set or the platform has none.
+    pub(super) fn new(poll: bool) -> Self {
+        let (tx, events) = unbounded_channel();
+        let watcher = if poll {
+            None
+        } else {
+            match notify::recommended_watcher(forward(tx)) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!("no file events ({e}): polling every 250 ms");
+                    None
+                }
+            }
+        };
+        Wake {
+            watcher,
+            events,
+            watched: BTreeSet::new(),
+            roots: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    /// `notify` or `poll`, for the status document.
+    pub(super) fn mode(&self) -> &'static str {
+        if self.watcher.is_some() {
+            "notify"
+        } else {
+            "poll"
+        }
+    }
+
+    /// Before a cycle: watches exactly the directories under `roots` as they are
+    /// now, and forgets earlier events (the cycle about to start reads what they
+    /// announced). A change from here on wakes the next [`Wake::changed`].
+    pub(super) fn arm(&mut self, roots: &[PathBuf]) {
+        self.roots = roots.to_vec();
+        if let Some(w) = &mut self.watcher {
+            let mut want = BTreeSet::new();
+            for root in roots {
+                if root.is_dir() {
+                    directories(root, &mut want);
+                } else if let Some(existing) = root.ancestors().skip(1).find(|a| a.is_dir()) {
+                    want.insert(existing.to_path_buf());
+                }
+            }
+            for gone in self.watched.difference(&want) {
+                // Already gone when its directory was deleted.
+                let _ = w.unwatch(gone);
+            }
+            let mut failed = None;
+            for dir in &want {
+                // Watching a watched directory again re-arms it (inotify MASK_ADD).
+                match w.watch(dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {}
+                    // Deleted since the walk: its parent's event wakes the next cycle.
+                    Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
+                    Err(e) if dir.exists() => {
+                        failed = Some(format!("{}: {e}", dir.display()));
+                        break;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let Some(e) = failed {
+                tracing::warn!("cannot watch {e}: polling every 250 ms instead");
+                self.watcher = None;
+                self.watched.clear();
+            } else {
+                self.watched = want;
+            }
+        }
+        while self.events.try_recv().is_ok() {}
+        if self.watcher.is_none() {
+            self.seen = fingerprint(&self.roots);
+        }
+    }
+
+    /// Waits at most `limit` for a change since [`Wake::arm`]; true when one came,
+    /// after the burst it belongs to has settled.
+    pub(super) async fn changed(&mut self, limit: Duration) -> bool {
+        if self.watcher.is_some() {
+            match tokio::time::timeout(limit, self.events.recv()).await {
+                Ok(Some(())) => {}
+                _ => return false,
+            }
+            let until = Instant::now() + MAX_SETTLE;
+            while Instant::now() < until {
+                match tokio::time::timeout(QUIET, self.events.recv()).await {
+                    Ok(Some(())) => continue,
+                    _ => break,
+                }
+            }
+            true
+        } else {
+            tokio::time::sleep(limit.min(POLL)).await;
+            if fingerprint(&self.roots) == self.seen {
+                return false;
+            }
+            tokio::time::sleep(QUIET).await;
+            true
+        }
+    }
+}
+
+/// The watcher's callback (on `notify`'s thread): a wake-up for every event that
+/// may change what a cycle reads. Reads (lakectl's own, of the manifests and the
+/// source files) and hidden files (editor swap files, `.git`) do not count.
+fn forward(tx: UnboundedSender<()>) -> impl FnMut(notify::Result<notify::Event>) + Send + 'static {
+    move |event: notify::Result<notify::Event>| {
+        let wakes = match event {
+            // An overflowed queue or a watch error: something may have changed.
+            Err(_) => true,
+            Ok(ev) => {
+                let read = matches!(
+                    ev.kind,
+                    EventKind::Access(AccessKind::Open(_) | AccessKind::Read)
+                        | EventKind::Access(AccessKind::Close(notify::event::AccessMode::Read))
+                        | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
+                );
+                let hidden = !ev.paths.is_empty() && ev.paths.iter().all(|p| is_hidden(p));
+                !read && !hidden
+            }
+        };
+        if wakes {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// `root` and every directory under it, hidden ones and what is under them left out.
+fn directories(root: &Path, out: &mut BTreeSet<PathBuf>) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        out.insert(d);
+        for e in entries.flatten() {
+            if !is_hidden(&e.path()) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+/// A fingerprint of the files under `roots` (paths, sizes, mtimes), so a new or
+/// edited file wakes the loop when polling.
+fn fingerprint(roots: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for root in roots {
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            let mut entries: Vec<_> = entries.flatten().collect();
+            entries.sort_by_key(|e| e.path());
+            for e in entries {
+                if is_hidden(&e.path()) {
+                    continue;
+                }
+                let Ok(m) = e.metadata() else { continue };
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    e.path().hash(&mut h);
+                    m.len().hash(&mut h);
+                    m.modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map(|d| d.as_nanos())
+                        .hash(&mut h);
+                }
+            }
+        }
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events: a new file, an edit and a new directory's file each wake it; reads
+    /// and hidden files do not.
+    #[tokio::test]
+    async fn file_events_wake_and_reads_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("a.csv"), "id\n1\n").unwrap();
+        let mut wake = Wake::new(false);
+        assert_eq!(wake.mode(), "notify");
+        let short = Duration::from_millis(600);
+
+        wake.arm(std::slice::from_ref(&root));
+        std::fs::read_to_string(root.join("a.csv")).unwrap();
+        std::fs::write(root.join(".a.csv.swp"), "x").unwrap();
+        assert!(
+            !wake.changed(short).await,
+            "a read or a hidden file woke it"
+        );
+
+        std::fs::write(root.join("b.csv"), "id\n2\n").unwrap();
+        assert!(wake.changed(short).await, "a new file did not wake it");
+
+        wake.arm(std::slice::from_ref(&root));
+        std::fs::create_dir(root.join("2026-11-30")).unwrap();
+        assert!(wake.changed(short).await, "a new directory did not wake it");
+        wake.arm(std::slice::from_ref(&root));
+        std::fs::write(root.join("2026-11-30/c.csv"), "id\n3\n").unwrap();
+        assert!(
+            wake.changed(short).await,
+            "a file in a new directory did not"
+        );
+
+        // A root that is not there yet: its parent is watched until it is made.
+        let later = dir.path().join("later");
+        wake.arm(&[root.clone(), later.clone()]);
+        std::fs::create_dir(&later).unwrap();
+        assert!(
+            wake.changed(short).await,
+            "a missing root's creation did not"
+        );
+        assert!(!wake.changed(short).await, "it woke without a change");
+    }
+
+    /// Polling sees the same changes.
+    #[tokio::test]
+    async fn polling_sees_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let mut wake = Wake::new(true);
+        assert_eq!(wake.mode(), "poll");
+        wake.arm(std::slice::from_ref(&root));
+        assert!(!wake.changed(Duration::from_millis(300)).await);
+        std::fs::write(root.join("a.csv"), "id\n1\n").unwrap();
+        assert!(wake.changed(Duration::from_millis(300)).await);
+    }
+}
