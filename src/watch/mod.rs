@@ -255,7 +255,7 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
                 break;
             }
             // Wake up at least every 250 ms for a signal, a retry or a pull.
-            if wake.changed(Duration::from_millis(250)).await {
+            if wake.changed(Duration::from_millis(250), &stop).await {
                 // New input (its burst settled): retry every table now, backing off
                 // or not.
                 backoff.clear();

@@ -9,14 +9,21 @@
 //! not exist yet is covered by watching its nearest existing ancestor. Where events
 //! cannot be had (`--poll`, a file system without them such as NFS, the inotify
 //! watch limit reached), a fingerprint of paths, sizes and mtimes is polled every
-//! 250 ms instead. Either way the event is only a wake-up: the cycle re-reads
-//! everything (level-triggered).
+//! 250 ms instead. A burst of events is let settle (100 ms quiet, at most 500 ms),
+//! and files created or written to and not yet closed (a copy or an upload in
+//! progress) are waited for, up to 10 s, so a cycle does not ingest half a file.
+//! Either way the event is only a wake-up: the cycle re-reads everything
+//! (level-triggered).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::event::{AccessKind, EventKind, MetadataKind, ModifyKind};
+use notify::event::{
+    AccessKind, AccessMode, CreateKind, EventKind, MetadataKind, ModifyKind, RenameMode,
+};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -27,11 +34,16 @@ const QUIET: Duration = Duration::from_millis(100);
 const MAX_SETTLE: Duration = Duration::from_millis(500);
 /// The polling period without file events, and the wait after a change is seen.
 const POLL: Duration = Duration::from_millis(250);
+/// The most a cycle waits for files still open for writing (a copy or an upload in
+/// progress) to be closed, so that it does not ingest half a file.
+const MAX_WRITE: Duration = Duration::from_secs(10);
 
 pub(super) struct Wake {
     /// `None`: polling.
     watcher: Option<RecommendedWatcher>,
     events: UnboundedReceiver<()>,
+    /// Files written to and not yet closed, as the events tell.
+    writing: Arc<Mutex<BTreeSet<PathBuf>>>,
     /// Directories watched now.
     watched: BTreeSet<PathBuf>,
     /// Polling: the roots and their fingerprint when the cycle started.
@@ -43,10 +55,11 @@ impl Wake {
     /// File events unless `poll` is set or the platform has none.
     pub(super) fn new(poll: bool) -> Self {
         let (tx, events) = unbounded_channel();
+        let writing = Arc::new(Mutex::new(BTreeSet::new()));
         let watcher = if poll {
             None
         } else {
-            match notify::recommended_watcher(forward(tx)) {
+            match notify::recommended_watcher(forward(tx, writing.clone())) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!("no file events ({e}): polling every 250 ms");
@@ -57,6 +70,7 @@ impl Wake {
         Wake {
             watcher,
             events,
+            writing,
             watched: BTreeSet::new(),
             roots: Vec::new(),
             seen: 0,
@@ -113,27 +127,42 @@ impl Wake {
             }
         }
         while self.events.try_recv().is_ok() {}
+        if let Ok(mut w) = self.writing.lock() {
+            // One deleted unseen, or under a directory no longer watched.
+            w.retain(|p| p.exists() && p.parent().is_some_and(|d| self.watched.contains(d)));
+        }
         if self.watcher.is_none() {
             self.seen = fingerprint(&self.roots);
         }
     }
 
     /// Waits at most `limit` for a change since [`Wake::arm`]; true when one came,
-    /// after the burst it belongs to has settled.
-    pub(super) async fn changed(&mut self, limit: Duration) -> bool {
+    /// after the burst it belongs to has settled and the files being written are
+    /// closed (or [`MAX_WRITE`] has passed).
+    /// A `stop` seen meanwhile ends the wait: false.
+    pub(super) async fn changed(&mut self, limit: Duration, stop: &AtomicBool) -> bool {
         if self.watcher.is_some() {
             match tokio::time::timeout(limit, self.events.recv()).await {
                 Ok(Some(())) => {}
                 _ => return false,
             }
-            let until = Instant::now() + MAX_SETTLE;
-            while Instant::now() < until {
-                match tokio::time::timeout(QUIET, self.events.recv()).await {
-                    Ok(Some(())) => continue,
-                    _ => break,
+            let first = Instant::now();
+            loop {
+                if stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                let quiet = tokio::time::timeout(QUIET, self.events.recv())
+                    .await
+                    .is_err();
+                let open = self.writing.lock().map(|w| !w.is_empty()).unwrap_or(false);
+                let waited = first.elapsed();
+                if ((quiet || waited >= MAX_SETTLE) && !open) || waited >= MAX_WRITE {
+                    if open {
+                        tracing::warn!("files still open for writing after {MAX_WRITE:?}");
+                    }
+                    return true;
                 }
             }
-            true
         } else {
             tokio::time::sleep(limit.min(POLL)).await;
             if fingerprint(&self.roots) == self.seen {
@@ -147,8 +176,12 @@ impl Wake {
 
 /// The watcher's callback (on `notify`'s thread): a wake-up for every event that
 /// may change what a cycle reads. Reads (lakectl's own, of the manifests and the
-/// source files) and hidden files (editor swap files, `.git`) do not count.
-fn forward(tx: UnboundedSender<()>) -> impl FnMut(notify::Result<notify::Event>) + Send + 'static {
+/// source files) and hidden files (editor swap files, `.git`) do not count. Keeps
+/// `writing`: files created or written to and not yet closed.
+fn forward(
+    tx: UnboundedSender<()>,
+    writing: Arc<Mutex<BTreeSet<PathBuf>>>,
+) -> impl FnMut(notify::Result<notify::Event>) + Send + 'static {
     move |event: notify::Result<notify::Event>| {
         let wakes = match event {
             // An overflowed queue or a watch error: something may have changed.
@@ -157,10 +190,30 @@ fn forward(tx: UnboundedSender<()>) -> impl FnMut(notify::Result<notify::Event>)
                 let read = matches!(
                     ev.kind,
                     EventKind::Access(AccessKind::Open(_) | AccessKind::Read)
-                        | EventKind::Access(AccessKind::Close(notify::event::AccessMode::Read))
+                        | EventKind::Access(AccessKind::Close(AccessMode::Read))
                         | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
                 );
                 let hidden = !ev.paths.is_empty() && ev.paths.iter().all(|p| is_hidden(p));
+                if !hidden {
+                    if let Ok(mut w) = writing.lock() {
+                        match ev.kind {
+                            EventKind::Create(CreateKind::File)
+                            | EventKind::Modify(ModifyKind::Data(_)) => {
+                                w.extend(ev.paths.iter().cloned());
+                            }
+                            EventKind::Access(AccessKind::Close(AccessMode::Write))
+                            | EventKind::Remove(_)
+                            | EventKind::Modify(ModifyKind::Name(
+                                RenameMode::From | RenameMode::Both,
+                            )) => {
+                                if let Some(p) = ev.paths.first() {
+                                    w.remove(p);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
                 !read && !hidden
             }
         };
@@ -239,6 +292,7 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         std::fs::write(root.join("a.csv"), "id\n1\n").unwrap();
         let mut wake = Wake::new(false);
+        let no = AtomicBool::new(false);
         assert_eq!(wake.mode(), "notify");
         let short = Duration::from_millis(600);
 
@@ -246,20 +300,23 @@ mod tests {
         std::fs::read_to_string(root.join("a.csv")).unwrap();
         std::fs::write(root.join(".a.csv.swp"), "x").unwrap();
         assert!(
-            !wake.changed(short).await,
+            !wake.changed(short, &no).await,
             "a read or a hidden file woke it"
         );
 
         std::fs::write(root.join("b.csv"), "id\n2\n").unwrap();
-        assert!(wake.changed(short).await, "a new file did not wake it");
+        assert!(wake.changed(short, &no).await, "a new file did not wake it");
 
         wake.arm(std::slice::from_ref(&root));
         std::fs::create_dir(root.join("2026-11-30")).unwrap();
-        assert!(wake.changed(short).await, "a new directory did not wake it");
+        assert!(
+            wake.changed(short, &no).await,
+            "a new directory did not wake it"
+        );
         wake.arm(std::slice::from_ref(&root));
         std::fs::write(root.join("2026-11-30/c.csv"), "id\n3\n").unwrap();
         assert!(
-            wake.changed(short).await,
+            wake.changed(short, &no).await,
             "a file in a new directory did not"
         );
 
@@ -268,10 +325,35 @@ mod tests {
         wake.arm(&[root.clone(), later.clone()]);
         std::fs::create_dir(&later).unwrap();
         assert!(
-            wake.changed(short).await,
+            wake.changed(short, &no).await,
             "a missing root's creation did not"
         );
-        assert!(!wake.changed(short).await, "it woke without a change");
+        assert!(!wake.changed(short, &no).await, "it woke without a change");
+
+        // A file still being written (open, written, written again 800 ms later, then
+        // closed): the wake-up waits for it to be closed.
+        wake.arm(&[root.clone(), later.clone()]);
+        let big = root.join("big.csv");
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(big).unwrap();
+            f.write_all(b"id\n1\n").unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(800));
+            f.write_all(b"2\n").unwrap();
+        });
+        let t = Instant::now();
+        assert!(
+            wake.changed(short, &no).await,
+            "a file being written did not wake it"
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(700),
+            "it woke after {:?}, while the file was still open",
+            t.elapsed()
+        );
+        writer.join().unwrap();
+        assert!(wake.writing.lock().unwrap().is_empty());
     }
 
     /// Polling sees the same changes.
@@ -280,10 +362,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let mut wake = Wake::new(true);
+        let no = AtomicBool::new(false);
         assert_eq!(wake.mode(), "poll");
         wake.arm(std::slice::from_ref(&root));
-        assert!(!wake.changed(Duration::from_millis(300)).await);
+        assert!(!wake.changed(Duration::from_millis(300), &no).await);
         std::fs::write(root.join("a.csv"), "id\n1\n").unwrap();
-        assert!(wake.changed(Duration::from_millis(300)).await);
+        assert!(wake.changed(Duration::from_millis(300), &no).await);
     }
 }
