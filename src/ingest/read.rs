@@ -85,6 +85,23 @@ pub fn mapping(
         }
         targets.push(t);
     }
+    // Not one column in common: the wrong file, the wrong delimiter or a missing
+    // `columns:` mapping, never rows to append as nulls.
+    if !names.is_empty() && targets.iter().all(Option::is_none) {
+        let shown: Vec<String> = names.iter().take(5).map(|n| format!("`{n}`")).collect();
+        return Err(RowError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "no source column ({}{}) is a column of the table ({}): the wrong file, delimiter or `columns:` mapping?",
+                shown.join(", "),
+                if names.len() > 5 { ", …" } else { "" },
+                table_names.join(", ")
+            ),
+        }
+        .into());
+    }
     let defaults = table_names
         .iter()
         .map(|t| {

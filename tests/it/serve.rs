@@ -218,6 +218,21 @@ async fn every_route_through_a_real_client() {
         json(s.get("/api/v1/tables/shop/sales")).await.1["current_snapshot_id"],
         current
     );
+    // A header with no column of the table (a semicolon-delimited file, or not CSV at
+    // all): 422 at line 1, not rows of nulls appended.
+    for body in ["id;ts;region;qty\n5000;2024-03-01T10:00:00Z;eu;1\n", "{}"] {
+        let (code, v) = json(s.post("/api/v1/tables/shop/sales/upload").body(body)).await;
+        assert_eq!(code, 422, "{body}: {v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.contains(":1:1:") && msg.contains("is a column of the table"),
+            "{msg}"
+        );
+    }
+    assert_eq!(
+        json(s.get("/api/v1/tables/shop/sales")).await.1["current_snapshot_id"],
+        current
+    );
 
     // Size limit: 413, nothing committed.
     let big = upload_csv(10_000, 60_000);
