@@ -143,14 +143,35 @@ fn now_rfc3339() -> String {
 }
 
 /// The directories a cycle depends on: the manifest directory and every local
-/// directory a source names. Read once per cycle (a manifest naming a new directory
-/// changes the manifest directory, which starts the next cycle).
-fn watched_roots(dir: &Path) -> Vec<PathBuf> {
+/// directory a source names; and what lakectl itself writes to (a local warehouse,
+/// a SQLite catalog, rejects directories), whose changes must not wake it. Read once
+/// per cycle (a manifest naming a new directory changes the manifest directory,
+/// which starts the next cycle).
+fn watched_roots(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut roots = vec![dir.to_path_buf()];
+    let mut own = Vec::new();
     if let Ok(set) = crate::manifest::load(dir) {
+        if let Ok(c) = set.lake_config() {
+            let w = c.warehouse.strip_prefix("file://").unwrap_or(&c.warehouse);
+            if !w.contains("://") {
+                own.push(PathBuf::from(w));
+            }
+            if let Some(db) = c.catalog_uri.strip_prefix("sqlite:") {
+                let db = db.trim_start_matches("//");
+                let db = db.split('?').next().unwrap_or(db);
+                own.push(PathBuf::from(db));
+                // SQLite's journal and WAL files beside it.
+                for suffix in ["-journal", "-wal", "-shm"] {
+                    own.push(PathBuf::from(format!("{db}{suffix}")));
+                }
+            }
+        }
         for t in &set.tables {
             let base = t.file.parent().unwrap_or(Path::new("."));
             for s in &t.value.spec.sources {
+                if let Some(r) = &s.rejects {
+                    own.push(base.join(r));
+                }
                 if !s.uri.contains("://") {
                     let fixed: PathBuf = s
                         .uri
@@ -170,7 +191,7 @@ fn watched_roots(dir: &Path) -> Vec<PathBuf> {
     }
     roots.sort();
     roots.dedup();
-    roots
+    (roots, own)
 }
 
 /// Runs the loop until a signal (or `max_cycles`).
@@ -229,7 +250,8 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
             }
         }
         let started = Instant::now();
-        wake.arm(&watched_roots(&config.manifests));
+        let (roots, own) = watched_roots(&config.manifests);
+        wake.arm(&roots, &own);
         cycle(&config, &shared, &mut backoff, &stop).await;
         cycles += 1;
         shared
@@ -557,4 +579,38 @@ fn metrics(s: &Shared) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The manifest and source directories are watched; lakectl's own output under
+    /// them (warehouse, SQLite catalog, rejects) is not.
+    #[test]
+    fn watched_roots_leave_out_lakectls_own_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::absolute(dir.path()).unwrap();
+        let man = root.join("manifests");
+        std::fs::create_dir_all(&man).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::fs::write(
+            man.join("lakehouse.yaml"),
+            "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {name: dev}\nspec:\n  catalog: {type: sql, uri: \"sqlite:../data/catalog.db\"}\n  warehouse: ../data/warehouse\n",
+        )
+        .unwrap();
+        std::fs::write(
+            man.join("sales.yaml"),
+            "apiVersion: lakectl/v1\nkind: Table\nmetadata: {name: sales, namespace: shop}\nspec:\n  columns:\n    - {name: id, type: long}\n  sources:\n    - {name: s, uri: ../data/*.csv, onError: skip, rejects: ../data/rejects}\n",
+        )
+        .unwrap();
+        let (roots, own) = watched_roots(&man);
+        let mut abs: Vec<PathBuf> = roots.iter().map(|p| wake::absolute(p)).collect();
+        abs.sort();
+        assert_eq!(abs, [root.join("data"), man], "{roots:?}");
+        let own: Vec<PathBuf> = own.iter().map(|p| wake::absolute(p)).collect();
+        for want in ["data/warehouse", "data/catalog.db", "data/rejects"] {
+            assert!(own.contains(&root.join(want)), "{want} not in {own:?}");
+        }
+    }
 }

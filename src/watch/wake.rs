@@ -3,7 +3,8 @@
 //!
 //! File events come from the operating system (inotify, FSEvents, … through
 //! `notify`). Every directory under a root is watched on its own (non-recursively),
-//! hidden ones (`.git`, a `.lakectl` warehouse) left out, and the set is armed anew
+//! hidden ones (`.git`, a `.lakectl` warehouse) and lakectl's own output (a local
+//! warehouse, the SQLite catalog, rejects) left out, and the set is armed anew
 //! before each cycle, so a directory made since (or deleted and made again, as a
 //! `git pull` may) is watched from the cycle that first reads it; a root that does
 //! not exist yet is covered by watching its nearest existing ancestor. Where events
@@ -44,6 +45,8 @@ pub(super) struct Wake {
     events: UnboundedReceiver<()>,
     /// Files written to and not yet closed, as the events tell.
     writing: Arc<Mutex<BTreeSet<PathBuf>>>,
+    /// What lakectl writes itself (absolute): never watched, its events ignored.
+    own: Arc<Mutex<Vec<PathBuf>>>,
     /// Directories watched now.
     watched: BTreeSet<PathBuf>,
     /// Polling: the roots and their fingerprint when the cycle started.
@@ -56,10 +59,11 @@ impl Wake {
     pub(super) fn new(poll: bool) -> Self {
         let (tx, events) = unbounded_channel();
         let writing = Arc::new(Mutex::new(BTreeSet::new()));
+        let own = Arc::new(Mutex::new(Vec::new()));
         let watcher = if poll {
             None
         } else {
-            match notify::recommended_watcher(forward(tx, writing.clone())) {
+            match notify::recommended_watcher(forward(tx, writing.clone(), own.clone())) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!("no file events ({e}): polling every 250 ms");
@@ -71,6 +75,7 @@ impl Wake {
             watcher,
             events,
             writing,
+            own,
             watched: BTreeSet::new(),
             roots: Vec::new(),
             seen: 0,
@@ -87,15 +92,20 @@ impl Wake {
     }
 
     /// Before a cycle: watches exactly the directories under `roots` as they are
-    /// now, and forgets earlier events (the cycle about to start reads what they
-    /// announced). A change from here on wakes the next [`Wake::changed`].
-    pub(super) fn arm(&mut self, roots: &[PathBuf]) {
+    /// now, but for `own` (lakectl's own output: a local warehouse, the SQLite
+    /// catalog, rejects), and forgets earlier events (the cycle about to start reads
+    /// what they announced). A change from here on wakes the next [`Wake::changed`].
+    pub(super) fn arm(&mut self, roots: &[PathBuf], own: &[PathBuf]) {
         self.roots = roots.to_vec();
+        let own: Vec<PathBuf> = own.iter().map(|p| absolute(p)).collect();
+        if let Ok(mut o) = self.own.lock() {
+            o.clone_from(&own);
+        }
         if let Some(w) = &mut self.watcher {
             let mut want = BTreeSet::new();
             for root in roots {
                 if root.is_dir() {
-                    directories(root, &mut want);
+                    directories(root, &own, &mut want);
                 } else if let Some(existing) = root.ancestors().skip(1).find(|a| a.is_dir()) {
                     want.insert(existing.to_path_buf());
                 }
@@ -132,7 +142,7 @@ impl Wake {
             w.retain(|p| p.exists() && p.parent().is_some_and(|d| self.watched.contains(d)));
         }
         if self.watcher.is_none() {
-            self.seen = fingerprint(&self.roots);
+            self.seen = fingerprint(&self.roots, &own);
         }
     }
 
@@ -165,7 +175,8 @@ impl Wake {
             }
         } else {
             tokio::time::sleep(limit.min(POLL)).await;
-            if fingerprint(&self.roots) == self.seen {
+            let own = self.own.lock().map(|o| o.clone()).unwrap_or_default();
+            if fingerprint(&self.roots, &own) == self.seen {
                 return false;
             }
             tokio::time::sleep(POLL).await;
@@ -181,6 +192,7 @@ impl Wake {
 fn forward(
     tx: UnboundedSender<()>,
     writing: Arc<Mutex<BTreeSet<PathBuf>>>,
+    own: Arc<Mutex<Vec<PathBuf>>>,
 ) -> impl FnMut(notify::Result<notify::Event>) + Send + 'static {
     move |event: notify::Result<notify::Event>| {
         let wakes = match event {
@@ -193,7 +205,9 @@ fn forward(
                         | EventKind::Access(AccessKind::Close(AccessMode::Read))
                         | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
                 );
-                let hidden = !ev.paths.is_empty() && ev.paths.iter().all(|p| is_hidden(p));
+                let own = own.lock().map(|o| o.clone()).unwrap_or_default();
+                let hidden = !ev.paths.is_empty()
+                    && ev.paths.iter().all(|p| is_hidden(p) || is_own(p, &own));
                 if !hidden {
                     if let Ok(mut w) = writing.lock() {
                         match ev.kind {
@@ -228,10 +242,40 @@ fn is_hidden(p: &Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
-/// `root` and every directory under it, hidden ones and what is under them left out.
-fn directories(root: &Path, out: &mut BTreeSet<PathBuf>) {
+/// Under one of `own` (absolute paths).
+fn is_own(p: &Path, own: &[PathBuf]) -> bool {
+    !own.is_empty() && {
+        let p = absolute(p);
+        own.iter().any(|o| p.starts_with(o))
+    }
+}
+
+/// `p` absolute with `.` and `..` folded away lexically, so that a source's
+/// `../data/rejects` and the catalog's resolved path compare equal.
+pub(super) fn absolute(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `root` and every directory under it, hidden ones, `own` ones and what is under
+/// them left out.
+fn directories(root: &Path, own: &[PathBuf], out: &mut BTreeSet<PathBuf>) {
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
+        if is_own(&d, own) {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
@@ -246,7 +290,7 @@ fn directories(root: &Path, out: &mut BTreeSet<PathBuf>) {
 
 /// A fingerprint of the files under `roots` (paths, sizes, mtimes), so a new or
 /// edited file wakes the loop when polling.
-fn fingerprint(roots: &[PathBuf]) -> u64 {
+fn fingerprint(roots: &[PathBuf], own: &[PathBuf]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for root in roots {
@@ -258,7 +302,7 @@ fn fingerprint(roots: &[PathBuf]) -> u64 {
             let mut entries: Vec<_> = entries.flatten().collect();
             entries.sort_by_key(|e| e.path());
             for e in entries {
-                if is_hidden(&e.path()) {
+                if is_hidden(&e.path()) || is_own(&e.path(), own) {
                     continue;
                 }
                 let Ok(m) = e.metadata() else { continue };
@@ -296,7 +340,7 @@ mod tests {
         assert_eq!(wake.mode(), "notify");
         let short = Duration::from_millis(600);
 
-        wake.arm(std::slice::from_ref(&root));
+        wake.arm(std::slice::from_ref(&root), &[]);
         std::fs::read_to_string(root.join("a.csv")).unwrap();
         std::fs::write(root.join(".a.csv.swp"), "x").unwrap();
         assert!(
@@ -307,13 +351,13 @@ mod tests {
         std::fs::write(root.join("b.csv"), "id\n2\n").unwrap();
         assert!(wake.changed(short, &no).await, "a new file did not wake it");
 
-        wake.arm(std::slice::from_ref(&root));
+        wake.arm(std::slice::from_ref(&root), &[]);
         std::fs::create_dir(root.join("2026-11-30")).unwrap();
         assert!(
             wake.changed(short, &no).await,
             "a new directory did not wake it"
         );
-        wake.arm(std::slice::from_ref(&root));
+        wake.arm(std::slice::from_ref(&root), &[]);
         std::fs::write(root.join("2026-11-30/c.csv"), "id\n3\n").unwrap();
         assert!(
             wake.changed(short, &no).await,
@@ -322,7 +366,7 @@ mod tests {
 
         // A root that is not there yet: its parent is watched until it is made.
         let later = dir.path().join("later");
-        wake.arm(&[root.clone(), later.clone()]);
+        wake.arm(&[root.clone(), later.clone()], &[]);
         std::fs::create_dir(&later).unwrap();
         assert!(
             wake.changed(short, &no).await,
@@ -332,7 +376,7 @@ mod tests {
 
         // A file still being written (open, written, written again 800 ms later, then
         // closed): the wake-up waits for it to be closed.
-        wake.arm(&[root.clone(), later.clone()]);
+        wake.arm(&[root.clone(), later.clone()], &[]);
         let big = root.join("big.csv");
         let writer = std::thread::spawn(move || {
             use std::io::Write;
@@ -354,6 +398,23 @@ mod tests {
         );
         writer.join().unwrap();
         assert!(wake.writing.lock().unwrap().is_empty());
+
+        // lakectl's own output under a watched directory (a warehouse, a SQLite
+        // catalog) is neither watched nor a wake-up.
+        let warehouse = root.join("warehouse");
+        std::fs::create_dir_all(warehouse.join("shop/sales/data")).unwrap();
+        let own = [warehouse.clone(), root.join("catalog.db")];
+        wake.arm(std::slice::from_ref(&root), &own);
+        assert!(!wake.watched.iter().any(|d| d.starts_with(&warehouse)));
+        std::fs::write(warehouse.join("shop/sales/data/f.parquet"), "x").unwrap();
+        std::fs::write(warehouse.join("v2.metadata.json"), "{}").unwrap();
+        std::fs::write(root.join("catalog.db"), "x").unwrap();
+        assert!(
+            !wake.changed(short, &no).await,
+            "lakectl's own writes woke it"
+        );
+        std::fs::write(root.join("d.csv"), "id\n4\n").unwrap();
+        assert!(wake.changed(short, &no).await);
     }
 
     /// Polling sees the same changes.
@@ -364,7 +425,11 @@ mod tests {
         let mut wake = Wake::new(true);
         let no = AtomicBool::new(false);
         assert_eq!(wake.mode(), "poll");
-        wake.arm(std::slice::from_ref(&root));
+        let own = [root.join("warehouse")];
+        std::fs::create_dir(&own[0]).unwrap();
+        wake.arm(std::slice::from_ref(&root), &own);
+        assert!(!wake.changed(Duration::from_millis(300), &no).await);
+        std::fs::write(own[0].join("f.parquet"), "x").unwrap();
         assert!(!wake.changed(Duration::from_millis(300), &no).await);
         std::fs::write(root.join("a.csv"), "id\n1\n").unwrap();
         assert!(wake.changed(Duration::from_millis(300), &no).await);
