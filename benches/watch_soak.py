@@ -11,8 +11,9 @@ WATCH_ARGS go to `lakectl watch` (e.g. `--poll` to compare polling with file eve
 Latency of an event (a new CSV under a table's source directory, or a manifest edit
 adding a column) is the time from the write until the watcher's /status shows the
 table Ready with a newer applied snapshot than before the write. The watcher runs with
-a 30 s resync, so what is measured is the file-event path (an OS file event, or the
-250 ms poll with `--poll`; debounced 250 ms) plus the reconcile itself.
+a 30 s resync, so what is measured is the file-event path (an OS file event let
+settle 100 ms, at most 500 ms; or with `--poll` the 250 ms poll and a 250 ms wait) plus
+the reconcile itself.
 """
 import json, os, random, shutil, signal, subprocess, sys, tempfile, threading, time
 import urllib.request

@@ -13,6 +13,13 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
+/// The file of a `sqlite:PATH` (or `sqlite://PATH`) catalog uri.
+pub fn sqlite_path(uri: &str) -> &str {
+    uri.strip_prefix("sqlite://")
+        .or_else(|| uri.strip_prefix("sqlite:"))
+        .unwrap_or(uri)
+}
+
 pub struct SqlCatalog {
     pool: SqlitePool,
     name: String,
@@ -22,10 +29,7 @@ impl SqlCatalog {
     /// Connects to `sqlite:PATH`. With `create`, makes the file, its folder and the
     /// tables; without, returns `None` when the file does not exist.
     pub async fn connect(uri: &str, name: &str, create: bool) -> Result<Option<Self>, sqlx::Error> {
-        let path = uri
-            .strip_prefix("sqlite://")
-            .or_else(|| uri.strip_prefix("sqlite:"))
-            .unwrap_or(uri);
+        let path = sqlite_path(uri);
         if !std::path::Path::new(path).exists() {
             if !create {
                 return Ok(None);

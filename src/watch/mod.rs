@@ -156,9 +156,8 @@ fn watched_roots(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
             if !w.contains("://") {
                 own.push(PathBuf::from(w));
             }
-            if let Some(db) = c.catalog_uri.strip_prefix("sqlite:") {
-                let db = db.trim_start_matches("//");
-                let db = db.split('?').next().unwrap_or(db);
+            if c.catalog_kind == crate::lake::CatalogKind::Sql {
+                let db = crate::lake::catalog::sqlite_path(&c.catalog_uri);
                 own.push(PathBuf::from(db));
                 // SQLite's journal and WAL files beside it.
                 for suffix in ["-journal", "-wal", "-shm"] {
@@ -224,9 +223,6 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
     // Per table: consecutive failures and when to try again.
     let mut backoff: HashMap<String, (u32, Instant, String)> = HashMap::new();
     let mut wake = wake::Wake::new(config.poll);
-    if let Ok(mut s) = shared.status.lock() {
-        s.file_events = wake.mode();
-    }
     let mut cycles = 0u64;
     let mut next_pull = Instant::now();
     let pull = |shared: Arc<Shared>| {
@@ -252,6 +248,10 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
         let started = Instant::now();
         let (roots, own) = watched_roots(&config.manifests);
         wake.arm(&roots, &own);
+        // After arming: a watch that failed has fallen back to polling.
+        if let Ok(mut s) = shared.status.lock() {
+            s.file_events = wake.mode();
+        }
         cycle(&config, &shared, &mut backoff, &stop).await;
         cycles += 1;
         shared

@@ -96,14 +96,16 @@ impl Wake {
     /// catalog, rejects), and forgets earlier events (the cycle about to start reads
     /// what they announced). A change from here on wakes the next [`Wake::changed`].
     pub(super) fn arm(&mut self, roots: &[PathBuf], own: &[PathBuf]) {
-        self.roots = roots.to_vec();
+        // Absolute and folded, so the event paths `notify` reports, `writing` and
+        // `watched` compare equal.
+        self.roots = roots.iter().map(|p| absolute(p)).collect();
         let own: Vec<PathBuf> = own.iter().map(|p| absolute(p)).collect();
         if let Ok(mut o) = self.own.lock() {
             o.clone_from(&own);
         }
         if let Some(w) = &mut self.watcher {
             let mut want = BTreeSet::new();
-            for root in roots {
+            for root in &self.roots {
                 if root.is_dir() {
                     directories(root, &own, &mut want);
                 } else if let Some(existing) = root.ancestors().skip(1).find(|a| a.is_dir()) {
@@ -175,8 +177,9 @@ impl Wake {
             }
         } else {
             tokio::time::sleep(limit.min(POLL)).await;
-            let own = self.own.lock().map(|o| o.clone()).unwrap_or_default();
-            if fingerprint(&self.roots, &own) == self.seen {
+            let own = self.own.lock();
+            let own = own.as_deref().map(Vec::as_slice).unwrap_or_default();
+            if fingerprint(&self.roots, own) == self.seen {
                 return false;
             }
             tokio::time::sleep(POLL).await;
@@ -205,9 +208,11 @@ fn forward(
                         | EventKind::Access(AccessKind::Close(AccessMode::Read))
                         | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
                 );
-                let own = own.lock().map(|o| o.clone()).unwrap_or_default();
-                let hidden = !ev.paths.is_empty()
-                    && ev.paths.iter().all(|p| is_hidden(p) || is_own(p, &own));
+                let hidden = {
+                    let own = own.lock();
+                    let own = own.as_deref().map(Vec::as_slice).unwrap_or_default();
+                    !ev.paths.is_empty() && ev.paths.iter().all(|p| is_hidden(p) || is_own(p, own))
+                };
                 if !hidden {
                     if let Ok(mut w) = writing.lock() {
                         match ev.kind {
