@@ -182,7 +182,11 @@ enum Command {
         /// Manifest directory whose lakehouse to query.
         #[arg(long, default_value = "manifests")]
         manifests: PathBuf,
-        /// Time travel: a snapshot id, or a timestamp (RFC 3339) for every table.
+        /// Time travel: a number is a snapshot id (of the table that has it; the others
+        /// read as now); anything else a time for every table: RFC 3339
+        /// (`2024-05-01T12:00:00Z`, `…+02:00`), `2024-05-01 12:00:00[.fff]` (UTC), or a
+        /// date `2024-05-01` (midnight UTC). A table with no snapshot by then reads as
+        /// empty, with a note on stderr.
         #[arg(long)]
         as_of: Option<String>,
         #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
@@ -219,6 +223,17 @@ enum Color {
     Never,
 }
 
+/// A command that prints ends quietly when its reader goes away (`lakectl history | head`),
+/// as Unix tools do: Rust ignores SIGPIPE and `println!` then panics on EPIPE. The
+/// servers (`serve`, `watch`) keep ignoring it, so a client that hangs up is an error
+/// on that connection, not the end of the process.
+fn restore_sigpipe() {
+    // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -228,6 +243,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. } | Command::Watch { .. }) {
+        restore_sigpipe();
+    }
     let color = match cli.color {
         Color::Always => true,
         Color::Never => false,
@@ -559,6 +577,15 @@ async fn apply_cmd(
                 })
                 .unwrap_or_default()
                 + &mutation;
+            if a.already_applied() {
+                bar.println(format!(
+                    "{} {} {}: nothing to do, already applied by another writer",
+                    style.green("✓"),
+                    a.change,
+                    a.target
+                ));
+                return;
+            }
             bar.println(format!(
                 "{} {} {}{extra}{snap}",
                 style.green("✓"),
@@ -588,7 +615,20 @@ async fn apply_cmd(
             match output {
                 Output::Text => {
                     let (add, change, _, _) = plan.counts();
-                    println!("\nApply complete: {add} added, {change} changed, 0 destroyed.");
+                    let raced = applied.iter().filter(|a| a.already_applied()).count();
+                    let mutations_raced = applied
+                        .iter()
+                        .filter(|a| a.mutation.as_ref().is_some_and(|m| m.already_applied))
+                        .count();
+                    let change = change.saturating_sub(mutations_raced);
+                    let raced = if raced > 0 {
+                        format!(" ({raced} already applied by another writer)")
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "\nApply complete: {add} added, {change} changed, 0 destroyed.{raced}"
+                    );
                 }
                 Output::Json => println!(
                     "{}",
@@ -686,6 +726,7 @@ async fn open_lake(dir: &Path) -> Result<Lake, u8> {
 }
 
 async fn query_cmd(dir: &Path, sql: &str, as_of: Option<&str>, format: QueryFormat) -> u8 {
+    let as_of_text = as_of;
     let as_of = match as_of.map(str::parse::<lakectl::query::AsOf>).transpose() {
         Ok(a) => a,
         Err(e) => {
@@ -698,8 +739,16 @@ async fn query_cmd(dir: &Path, sql: &str, as_of: Option<&str>, format: QueryForm
         Err(c) => return c,
     };
     let result = async {
-        let ctx = lakectl::query::session(&lake, as_of).await?;
+        let (ctx, empty_then) = lakectl::query::session_noting(&lake, as_of, lakectl::query::pushdown_enabled()).await?;
         let batches = lakectl::query::run(&ctx, sql).await?;
+        for t in lakectl::query::tables_read(&ctx, sql) {
+            if empty_then.contains(&t) {
+                eprintln!(
+                    "note: {t} had no snapshot at --as-of {}: it reads as empty (the table did not exist or had no data yet)",
+                    as_of_text.unwrap_or_default()
+                );
+            }
+        }
         let fmt = match format {
             QueryFormat::Table => "table",
             QueryFormat::Csv => "csv",

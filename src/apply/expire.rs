@@ -190,11 +190,15 @@ async fn prepare(
         .collect();
     let mut archive = ledger::archive(md);
     let before = archive.changes.len();
-    for s in main
-        .iter()
-        .rev()
-        .filter(|s| !reachable_after.contains(&s.snapshot_id()))
-    {
+    // (A snapshot with a ledger file needs no archive: the file and the table property
+    // `lakectl.ledger` outlive it.)
+    for s in main.iter().rev().filter(|s| {
+        !reachable_after.contains(&s.snapshot_id())
+            && !s
+                .summary()
+                .additional_properties
+                .contains_key(ledger::LEDGER)
+    }) {
         let props = &s.summary().additional_properties;
         if let Some(id) = props.get(ledger::CHANGE_ID) {
             if !archive.changes.contains(id) {
@@ -203,7 +207,7 @@ async fn prepare(
         }
         if let Some(files) = props
             .get(ledger::INGESTED)
-            .and_then(|j| serde_json::from_str::<Vec<crate::ingest::IngestedFile>>(j).ok())
+            .and_then(|j| serde_json::from_str::<Vec<ledger::IngestedFile>>(j).ok())
         {
             for f in files {
                 archive.ingested.retain(|x| x.path != f.path);

@@ -32,6 +32,10 @@ pub struct IngestOutcome {
     pub rejected: u64,
     pub rejects_file: Option<String>,
     pub snapshot_id: Option<i64>,
+    /// Every file was in the ledger already (another writer ingested them first):
+    /// nothing was committed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already_applied: bool,
 }
 
 pub async fn apply_ingest(
@@ -47,7 +51,7 @@ pub async fn apply_ingest(
             .await?
             .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
         let md = &state.metadata;
-        let done = ledger::ingested_files(md);
+        let done = lake.ledger(md).await?.ingested;
         let todo: Vec<FileToIngest> = c
             .files
             .iter()
@@ -78,6 +82,7 @@ pub async fn apply_ingest(
                     rejected: 0,
                     rejects_file: None,
                     snapshot_id: md.current_snapshot_id(),
+                    already_applied: true,
                 },
                 Some(state),
             ));
@@ -178,6 +183,7 @@ pub async fn apply_ingest(
                         rejected: w.rejected,
                         rejects_file: w.rejects_file.as_ref().map(|p| p.display().to_string()),
                         snapshot_id: Some(snapshot_id),
+                        already_applied: false,
                     },
                     Some(state),
                 ))

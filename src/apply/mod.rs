@@ -82,6 +82,14 @@ pub struct Applied {
     pub mutation: Option<mutate::MutationOutcome>,
 }
 
+impl Applied {
+    /// Another writer had applied this change first: nothing was committed for it.
+    pub fn already_applied(&self) -> bool {
+        self.ingest.as_ref().is_some_and(|i| i.already_applied)
+            || self.mutation.as_ref().is_some_and(|m| m.already_applied)
+    }
+}
+
 /// How many times a conflicting commit is retried on fresh state.
 pub const MAX_ATTEMPTS: u32 = 12;
 
@@ -96,9 +104,8 @@ pub async fn apply(
     if !plan.errors.is_empty() {
         return Err(ApplyError::Refused(plan.errors.len()));
     }
-    for (table, id) in &plan.release {
-        release_held(lake, table, id).await?;
-    }
+    // A released (`--reapply`) change leaves the held-back list in the commit that
+    // applies it (`Lake::commit`), so a failure keeps it held back.
     let mut done = Vec::new();
     for change in &plan.changes {
         let applied = match change {
@@ -173,6 +180,10 @@ pub async fn apply(
         };
         on_applied(&applied);
         done.push(applied);
+    }
+    // What is still held back of the released changes had nothing left to commit.
+    for (table, id) in &plan.release {
+        release_held(lake, table, id).await?;
     }
     Ok(done)
 }

@@ -21,7 +21,7 @@ use iceberg::TableUpdate;
 
 use super::ApplyError;
 use crate::lake::snapshot::{append_snapshot, main_branch, overwrite_snapshot};
-use crate::lake::{ledger, Annotation, CommitError, Lake, LakeError, TableState};
+use crate::lake::{Annotation, CommitError, Lake, LakeError, TableState};
 use crate::mutate::{self, expr, LiveFile};
 use crate::plan::MutationChange;
 
@@ -89,7 +89,7 @@ pub async fn apply_mutation(
                 .await?
                 .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
             let md = &state.metadata;
-            if ledger::applied_change_ids(md).contains(&c.change_id) {
+            if lake.ledger(md).await?.changes.contains(&c.change_id) {
                 let outcome = MutationOutcome {
                     already_applied: true,
                     snapshot_id: md.current_snapshot_id(),

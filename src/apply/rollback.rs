@@ -146,7 +146,7 @@ async fn prepare(
         }
         let files = props
             .get(ledger::INGESTED)
-            .and_then(|j| serde_json::from_str::<Vec<crate::ingest::IngestedFile>>(j).ok())
+            .and_then(|j| serde_json::from_str::<Vec<crate::lake::ledger::IngestedFile>>(j).ok())
             .map(|v| v.into_iter().map(|f| f.path).collect())
             .unwrap_or_default();
         let h = ledger::HeldBack {

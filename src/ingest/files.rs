@@ -32,16 +32,7 @@ pub struct SourceFile {
     pub etag: Option<String>,
 }
 
-/// What the ledger recorded for an ingested file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IngestedFile {
-    pub path: String,
-    pub size: u64,
-    pub mtime_ms: i64,
-    /// xxh3-128 of the content, hex.
-    pub hash: String,
-    pub rows: u64,
-}
+pub use crate::lake::ledger::IngestedFile;
 
 /// Lists the files a local `uri` names: a file, a directory (recursively, hidden entries
 /// skipped) or a glob. Sorted by path.

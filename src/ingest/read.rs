@@ -700,7 +700,23 @@ fn read_json(
             .fields()
             .iter()
             .zip(&keys)
-            .map(|(f, k)| f.as_ref().clone().with_name(k).with_nullable(true))
+            .map(|(f, k)| {
+                let read = f.as_ref().clone().with_name(k).with_nullable(true);
+                // A uuid is read as text and parsed by `convert`, so the usual dashed
+                // form is accepted (arrow's JSON reader takes only 32 hex digits).
+                let uuid = md
+                    .current_schema()
+                    .field_by_name(f.name())
+                    .is_some_and(|t| {
+                        *t.field_type
+                            == iceberg::spec::Type::Primitive(iceberg::spec::PrimitiveType::Uuid)
+                    });
+                if uuid {
+                    read.with_data_type(DataType::Utf8)
+                } else {
+                    read
+                }
+            })
             .collect::<Vec<_>>(),
     ));
     let m = mapping(keys.clone(), source, md, path)?;

@@ -45,7 +45,7 @@ pub fn history(md: &TableMetadata) -> Vec<HistoryEntry> {
             let num = |k: &str| props.get(k).and_then(|v| v.parse::<u64>().ok());
             let ingested = props
                 .get(ledger::INGESTED)
-                .and_then(|j| serde_json::from_str::<Vec<crate::ingest::IngestedFile>>(j).ok())
+                .and_then(|j| serde_json::from_str::<Vec<ledger::IngestedFile>>(j).ok())
                 .map(|v| v.into_iter().map(|f| f.path).collect())
                 .unwrap_or_default();
             HistoryEntry {

@@ -1,13 +1,32 @@
-//! The ledger: what lakectl did to a table, read from and written to snapshot summaries.
+//! The ledger: what lakectl did to a table, read from and written to snapshot summaries
+//! and to ledger files beside the table's metadata.
 //!
 //! Every snapshot lakectl commits carries:
 //! - `lakectl.change`: the kind (`create-table`, `update-table`, ...),
 //! - `lakectl.change-id`: a stable id of the change (`table:<ns>.<t>@<hash>`, ...),
 //! - `lakectl.manifest`: the manifest file, `lakectl.git-commit` when it is in git,
-//! - `lakectl.details`: one line of what changed, `lakectl.version`.
+//! - `lakectl.details`: one line of what changed, `lakectl.version`,
+//! - `lakectl.ledger`: the ledger file as of this snapshot (see below).
 //!
-//! The set of applied change ids is read from the ancestry of the current snapshot, so
-//! it is exactly as durable as the table itself.
+//! # Ledger files: the ledger survives other engines' expiry
+//! Snapshot summaries alone are not durable: Spark's `expire_snapshots`, PyIceberg or a
+//! catalog's own maintenance remove the snapshots that recorded which files were
+//! ingested and which mutations ran, and lakectl would then ingest or mutate again.
+//! So [`Lake::commit`](super::Lake::commit) records every change that carries a
+//! change id in a ledger file (`metadata/lakectl-ledger-<snapshot>-<uuid>.json`,
+//! written before the commit like a manifest, immutable), referenced from the
+//! snapshot's summary and from the table property `lakectl.ledger`, which no expiry
+//! removes. A ledger file holds its own change and a link to the previous file; every
+//! [`CHECKPOINT_DEPTH`] files one is a checkpoint holding everything before it, so a
+//! lookup reads at most that many small files (and caches them: they never change).
+//!
+//! The ledger of a snapshot ([`Lake::ledger_at`](super::Lake::ledger_at)) is: its
+//! newest ancestor's ledger file (the chain back to a checkpoint), plus what summaries
+//! of ancestors newer than that recorded inline (tables written before ledger files),
+//! plus the archive `lakectl expire` kept of expired snapshots. Where no ancestor names
+//! a ledger file (another engine expired them), the table property's file stands in
+//! for the lost ancestors. A rollback moves the property to
+//! the target's ledger, so a later expiry still leaves the right one.
 
 use std::collections::HashMap;
 
@@ -19,6 +38,190 @@ pub const MANIFEST: &str = "lakectl.manifest";
 pub const GIT_COMMIT: &str = "lakectl.git-commit";
 pub const DETAILS: &str = "lakectl.details";
 pub const VERSION: &str = "lakectl.version";
+/// Summary key and table property: the ledger file as of the snapshot / of `main`.
+pub const LEDGER: &str = "lakectl.ledger";
+/// A ledger file is a checkpoint (holds everything before it) every this many files.
+pub const CHECKPOINT_DEPTH: u32 = 16;
+
+/// What the ledger recorded for an ingested file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IngestedFile {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ms: i64,
+    /// xxh3-128 of the content, hex.
+    pub hash: String,
+    pub rows: u64,
+}
+
+/// One ledger file: the change of one snapshot, linked to the file before it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LedgerFile {
+    /// Format version (1).
+    pub format: u32,
+    pub snapshot_id: i64,
+    /// The ledger file before this one; `None` for a checkpoint.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// How many files lie between this one and its checkpoint (0: it is one).
+    #[serde(default)]
+    pub depth: u32,
+    /// The change the snapshot applied (empty for a rollback's checkpoint).
+    #[serde(default)]
+    pub change_id: String,
+    /// The files this snapshot ingested.
+    #[serde(default)]
+    pub ingested: Vec<IngestedFile>,
+    /// A checkpoint's content: every change and ingested file before this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Archive>,
+}
+
+impl LedgerFile {
+    /// The ledger file of snapshot `snapshot_id`, which applied `change_id` (ingesting
+    /// `ingested`) on top of the state whose ledger is `before`.
+    pub fn after(
+        before: &Ledger,
+        snapshot_id: i64,
+        change_id: String,
+        ingested: Vec<IngestedFile>,
+    ) -> LedgerFile {
+        match &before.file {
+            Some((parent, depth)) if depth + 1 < CHECKPOINT_DEPTH => LedgerFile {
+                format: 1,
+                snapshot_id,
+                parent: Some(parent.clone()),
+                depth: depth + 1,
+                change_id,
+                ingested,
+                base: None,
+            },
+            _ => LedgerFile {
+                change_id,
+                ingested,
+                ..LedgerFile::checkpoint(before, snapshot_id)
+            },
+        }
+    }
+
+    /// A checkpoint holding all of `ledger`, for snapshot `snapshot_id`.
+    pub fn checkpoint(ledger: &Ledger, snapshot_id: i64) -> LedgerFile {
+        LedgerFile {
+            format: 1,
+            snapshot_id,
+            parent: None,
+            depth: 0,
+            change_id: String::new(),
+            ingested: Vec::new(),
+            base: Some(ledger.to_archive()),
+        }
+    }
+}
+
+/// The ledger of one state of a table: the changes applied to it and the files
+/// ingested into it.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    pub changes: std::collections::HashSet<String>,
+    /// By ledger path (the newest record wins when a changed file was appended again).
+    pub ingested: HashMap<String, IngestedFile>,
+    /// The ledger file this state extends, with its depth; `None` when (part of) it
+    /// came from summaries and the archive only, so the next file is a checkpoint.
+    pub file: Option<(String, u32)>,
+}
+
+impl Ledger {
+    fn add(&mut self, change_id: Option<&String>, files: Vec<IngestedFile>) {
+        if let Some(id) = change_id {
+            self.changes.insert(id.clone());
+        }
+        for f in files {
+            self.ingested.insert(f.path.clone(), f);
+        }
+    }
+
+    /// Everything in it, as a checkpoint's content.
+    pub fn to_archive(&self) -> Archive {
+        let mut changes: Vec<String> = self.changes.iter().cloned().collect();
+        changes.sort();
+        let mut ingested: Vec<IngestedFile> = self.ingested.values().cloned().collect();
+        ingested.sort_by(|a, b| a.path.cmp(&b.path));
+        Archive { changes, ingested }
+    }
+}
+
+/// Where the ledger of a snapshot comes from, read off the metadata alone.
+#[derive(Debug, Default)]
+pub struct LedgerSources {
+    /// The ledger file to read (the chain back to its checkpoint).
+    pub file: Option<String>,
+    /// Inline records of snapshots newer than `file` (or of all, without one), oldest
+    /// first: change id and ingested files.
+    pub inline: Vec<(Option<String>, Vec<IngestedFile>)>,
+    /// The archive of `lakectl expire`.
+    pub archive: Archive,
+}
+
+/// Where the ledger of snapshot `at` of `md` lives (see the module doc).
+pub fn sources_at(md: &TableMetadata, at: Option<i64>) -> LedgerSources {
+    let mut out = LedgerSources {
+        archive: archive(md),
+        ..Default::default()
+    };
+    let mut next = at;
+    while let Some(id) = next {
+        let Some(s) = md.snapshot_by_id(id) else {
+            break; // expired (by lakectl: the archive has it)
+        };
+        let props = &s.summary().additional_properties;
+        if let Some(file) = props.get(LEDGER) {
+            out.file = Some(file.clone());
+            break;
+        }
+        let files = props
+            .get(INGESTED)
+            .and_then(|j| serde_json::from_str::<Vec<IngestedFile>>(j).ok())
+            .unwrap_or_default();
+        if props.contains_key(CHANGE_ID) || !files.is_empty() {
+            out.inline.push((props.get(CHANGE_ID).cloned(), files));
+        }
+        next = s.parent_snapshot_id();
+    }
+    // No ancestor names a ledger file: they were expired by another engine (which may
+    // also clear the parent id of the snapshot it keeps, as PyIceberg does), so the
+    // table property's file stands in for them.
+    if out.file.is_none() {
+        out.file = md.properties().get(LEDGER).cloned();
+    }
+    out.inline.reverse();
+    out
+}
+
+/// The ledger from its sources and the chain of ledger files (oldest first).
+pub fn assemble(sources: LedgerSources, chain: &[std::sync::Arc<LedgerFile>]) -> Ledger {
+    let mut l = Ledger::default();
+    for id in &sources.archive.changes {
+        l.changes.insert(id.clone());
+    }
+    l.add(None, sources.archive.ingested);
+    for f in chain {
+        if let Some(base) = &f.base {
+            for id in &base.changes {
+                l.changes.insert(id.clone());
+            }
+            l.add(None, base.ingested.clone());
+        }
+        let id = Some(&f.change_id).filter(|id| !id.is_empty());
+        l.add(id, f.ingested.clone());
+    }
+    if sources.inline.is_empty() {
+        l.file = sources.file.zip(chain.last().map(|f| f.depth));
+    }
+    for (id, files) in sources.inline {
+        l.add(id.as_ref(), files);
+    }
+    l
+}
 
 /// The annotation of one change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -81,17 +284,6 @@ pub fn ancestry_from(
     out
 }
 
-/// Change ids lakectl applied to the current state of the table, newest first (then
-/// those of expired snapshots, from the archive).
-pub fn applied_change_ids(metadata: &TableMetadata) -> Vec<String> {
-    let mut ids: Vec<String> = ancestry(metadata)
-        .iter()
-        .filter_map(|s| s.summary().additional_properties.get(CHANGE_ID).cloned())
-        .collect();
-    ids.extend(archive(metadata).changes);
-    ids
-}
-
 /// Table property: changes a rollback took out of `main` (JSON array of [`HeldBack`]).
 /// `plan` and `apply` do not apply them again until the manifest drops them or
 /// `apply --reapply ID` releases one.
@@ -127,7 +319,7 @@ pub struct Archive {
     #[serde(default)]
     pub changes: Vec<String>,
     #[serde(default)]
-    pub ingested: Vec<crate::ingest::IngestedFile>,
+    pub ingested: Vec<IngestedFile>,
 }
 
 pub fn archive(metadata: &TableMetadata) -> Archive {
@@ -139,28 +331,9 @@ pub fn archive(metadata: &TableMetadata) -> Archive {
 }
 
 /// Summary key listing the files an ingest snapshot appended (JSON array of
-/// [`crate::ingest::IngestedFile`]).
+/// [`IngestedFile`]).
 pub const INGESTED: &str = "lakectl.ingested";
 /// Summary key naming the source of an ingest snapshot.
 pub const SOURCE: &str = "lakectl.source";
 /// Summary key with the number of rows `onError: skip` rejected.
 pub const REJECTED: &str = "lakectl.rejected-rows";
-
-/// Every file lakectl ingested into the current state of the table, by ledger path
-/// (the newest record wins when a changed file was appended again).
-pub fn ingested_files(metadata: &TableMetadata) -> HashMap<String, crate::ingest::IngestedFile> {
-    let mut out = HashMap::new();
-    for f in archive(metadata).ingested {
-        out.insert(f.path.clone(), f);
-    }
-    for s in ancestry(metadata).iter().rev() {
-        if let Some(json) = s.summary().additional_properties.get(INGESTED) {
-            if let Ok(files) = serde_json::from_str::<Vec<crate::ingest::IngestedFile>>(json) {
-                for f in files {
-                    out.insert(f.path.clone(), f);
-                }
-            }
-        }
-    }
-    out
-}

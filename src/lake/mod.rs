@@ -24,7 +24,8 @@ pub mod ledger;
 pub mod rest;
 pub mod snapshot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use iceberg::io::FileIO;
@@ -114,6 +115,8 @@ pub struct Lake {
     pub config: LakeConfig,
     backend: Backend,
     file_io: FileIO,
+    /// Ledger files read so far, by path (they never change once written).
+    ledger_files: std::sync::Mutex<HashMap<String, Arc<ledger::LedgerFile>>>,
 }
 
 impl Lake {
@@ -138,6 +141,7 @@ impl Lake {
                 config,
                 backend: Backend::Rest(client),
                 file_io,
+                ledger_files: Default::default(),
             }));
         }
         let Some(catalog) =
@@ -157,6 +161,7 @@ impl Lake {
             config,
             backend: Backend::Sql(catalog),
             file_io,
+            ledger_files: Default::default(),
         }))
     }
 
@@ -380,6 +385,191 @@ impl Lake {
         })
     }
 
+    /// The ledger of the current state of a table (see [`ledger`]).
+    pub async fn ledger(&self, md: &TableMetadata) -> Result<ledger::Ledger, LakeError> {
+        self.ledger_at(md, md.current_snapshot_id()).await
+    }
+
+    /// The ledger as of snapshot `at` of `md`.
+    pub async fn ledger_at(
+        &self,
+        md: &TableMetadata,
+        at: Option<i64>,
+    ) -> Result<ledger::Ledger, LakeError> {
+        let sources = ledger::sources_at(md, at);
+        let mut chain = Vec::new();
+        let mut next = sources.file.clone();
+        while let Some(path) = next {
+            let file = self.ledger_file(&path).await?;
+            next = file.parent.clone();
+            chain.push(file);
+            if chain.len() > 4 * ledger::CHECKPOINT_DEPTH as usize {
+                return Err(LakeError::Unsupported(format!(
+                    "ledger file {path}: no checkpoint within {} files",
+                    chain.len()
+                )));
+            }
+        }
+        chain.reverse();
+        Ok(ledger::assemble(sources, &chain))
+    }
+
+    async fn ledger_file(&self, path: &str) -> Result<Arc<ledger::LedgerFile>, LakeError> {
+        if let Some(f) = self.ledger_files.lock().expect("ledger cache").get(path) {
+            return Ok(f.clone());
+        }
+        let bytes =
+            self.file_io.new_input(path)?.read().await.map_err(|e| {
+                LakeError::Unsupported(format!("cannot read ledger file {path}: {e}"))
+            })?;
+        let file: ledger::LedgerFile = serde_json::from_slice(&bytes)
+            .map_err(|e| LakeError::Unsupported(format!("ledger file {path}: {e}")))?;
+        let file = Arc::new(file);
+        self.cache_ledger_file(path, file.clone());
+        Ok(file)
+    }
+
+    /// Keeps a ledger file for later lookups; the cache is emptied when it holds more
+    /// than about a million records (a long-running `watch` writes checkpoints).
+    fn cache_ledger_file(&self, path: &str, file: Arc<ledger::LedgerFile>) {
+        let mut cache = self.ledger_files.lock().expect("ledger cache");
+        let records = |f: &ledger::LedgerFile| {
+            1 + f.ingested.len()
+                + f.base
+                    .as_ref()
+                    .map_or(0, |b| b.ingested.len() + b.changes.len())
+        };
+        let held: usize = cache.values().map(|f| records(f)).sum();
+        if held + records(&file) > 1_000_000 {
+            cache.clear();
+        }
+        cache.insert(path.to_string(), file);
+    }
+
+    /// Writes a new ledger file for `base` and returns its path.
+    async fn write_ledger_file(
+        &self,
+        base: &TableMetadata,
+        file: ledger::LedgerFile,
+    ) -> Result<String, CommitError> {
+        let path = format!(
+            "{}/metadata/lakectl-ledger-{}-{}.json",
+            base.location().trim_end_matches('/'),
+            file.snapshot_id,
+            uuid::Uuid::new_v4()
+        );
+        let json = serde_json::to_vec(&file)
+            .map_err(|e| LakeError::Unsupported(format!("ledger file: {e}")))?;
+        self.file_io.new_output(&path)?.write(json.into()).await?;
+        self.cache_ledger_file(&path, Arc::new(file));
+        Ok(path)
+    }
+
+    /// The ledger part of a commit on `base`: a snapshot lakectl adds with a change id
+    /// gets a ledger file (linked to its parent's, a checkpoint every
+    /// [`ledger::CHECKPOINT_DEPTH`]) named in its summary; a move of `main` to a
+    /// snapshot that exists (a rollback) takes the ledger of that snapshot; either way
+    /// the table property `lakectl.ledger` names the file, so an expiry of the
+    /// snapshots by any engine leaves it. A held-back change (`lakectl.held-back`) that
+    /// lands again is released by the commit that applies it, never before.
+    async fn record_ledger(
+        &self,
+        base: &TableMetadata,
+        updates: Vec<TableUpdate>,
+    ) -> Result<Vec<TableUpdate>, CommitError> {
+        use iceberg::spec::{Snapshot, Summary};
+        let added: std::collections::HashSet<i64> = updates
+            .iter()
+            .filter_map(|u| match u {
+                TableUpdate::AddSnapshot { snapshot } => Some(snapshot.snapshot_id()),
+                _ => None,
+            })
+            .collect();
+        let moved_to = updates.iter().find_map(|u| match u {
+            TableUpdate::SetSnapshotRef {
+                ref_name,
+                reference,
+            } if ref_name == iceberg::spec::MAIN_BRANCH
+                && !added.contains(&reference.snapshot_id)
+                && base.snapshot_by_id(reference.snapshot_id).is_some() =>
+            {
+                Some(reference.snapshot_id)
+            }
+            _ => None,
+        });
+        let mut pointer = None;
+        let mut held = ledger::held_back(base);
+        let held_before = held.len();
+        let mut out = Vec::with_capacity(updates.len() + 2);
+        for u in updates {
+            let TableUpdate::AddSnapshot { snapshot } = &u else {
+                out.push(u);
+                continue;
+            };
+            let props = &snapshot.summary().additional_properties;
+            let Some(change_id) = props.get(ledger::CHANGE_ID).cloned() else {
+                out.push(u);
+                continue;
+            };
+            let ingested: Vec<ledger::IngestedFile> = props
+                .get(ledger::INGESTED)
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default();
+            // A held-back change that lands again is released in this same commit.
+            held.retain(|h| {
+                h.change_id != change_id
+                    && !h
+                        .files
+                        .iter()
+                        .any(|f| ingested.iter().any(|i| &i.path == f))
+            });
+            let before = self.ledger_at(base, snapshot.parent_snapshot_id()).await?;
+            let file =
+                ledger::LedgerFile::after(&before, snapshot.snapshot_id(), change_id, ingested);
+            let path = self.write_ledger_file(base, file).await?;
+            let mut summary = props.clone();
+            summary.insert(ledger::LEDGER.to_string(), path.clone());
+            let rebuilt = Snapshot::builder()
+                .with_snapshot_id(snapshot.snapshot_id())
+                .with_parent_snapshot_id(snapshot.parent_snapshot_id())
+                .with_sequence_number(snapshot.sequence_number())
+                .with_timestamp_ms(snapshot.timestamp_ms())
+                .with_manifest_list(snapshot.manifest_list())
+                .with_summary(Summary {
+                    operation: snapshot.summary().operation.clone(),
+                    additional_properties: summary,
+                })
+                .schema_id_opt(snapshot.schema_id())
+                .build();
+            out.push(TableUpdate::AddSnapshot { snapshot: rebuilt });
+            pointer = Some(path);
+        }
+        if let (None, Some(target)) = (&pointer, moved_to) {
+            let at = self.ledger_at(base, Some(target)).await?;
+            pointer = Some(match at.file {
+                Some((path, _)) => path,
+                None => {
+                    let file = ledger::LedgerFile::checkpoint(&at, target);
+                    self.write_ledger_file(base, file).await?
+                }
+            });
+        }
+        let mut props = HashMap::new();
+        if let Some(path) = pointer {
+            props.insert(ledger::LEDGER.to_string(), path);
+        }
+        if held.len() != held_before {
+            props.insert(
+                ledger::HELD_BACK.to_string(),
+                serde_json::to_string(&held).unwrap_or_default(),
+            );
+        }
+        if !props.is_empty() {
+            out.push(TableUpdate::SetProperties { updates: props });
+        }
+        Ok(out)
+    }
+
     /// The one commit path; see the module doc.
     pub async fn commit(
         &self,
@@ -390,6 +580,10 @@ impl Lake {
         let catalog = match &self.backend {
             Backend::Sql(c) => c,
             Backend::Rest(c) => {
+                let updates = match self.load_table(ident).await? {
+                    Some(current) => self.record_ledger(&current.metadata, updates).await?,
+                    None => updates,
+                };
                 let (location, metadata) = c.commit(ident, requirements, &updates).await?;
                 return Ok(TableState {
                     ident: ident.clone(),
@@ -406,6 +600,7 @@ impl Lake {
             r.check(Some(&current.metadata))
                 .map_err(|e| CommitError::Conflict(e.message().to_string()))?;
         }
+        let updates = self.record_ledger(&current.metadata, updates).await?;
         let mut builder = current
             .metadata
             .clone()

@@ -293,9 +293,28 @@ pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Ve
             }
         }
         let kind = map.get("kind").and_then(|v| v.as_str()).map(str::to_string);
-        let nth = || serde_yaml::Deserializer::from_str(text).nth(doc);
+        // A document with YAML merge keys (`<<: *anchor`) is read from its merged
+        // value (errors then located by path where they name one); any other straight
+        // from the text, so errors carry their exact line and column.
+        let merged = has_merge_key(value).then(|| {
+            let mut v = value.clone();
+            v.apply_merge().map(|()| v)
+        });
+        fn decode<T: serde::de::DeserializeOwned>(
+            text: &str,
+            doc: usize,
+            merged: &Option<Result<serde_yaml::Value, serde_yaml::Error>>,
+        ) -> Option<Result<T, serde_yaml::Error>> {
+            match merged {
+                Some(Ok(v)) => Some(serde_yaml::from_value(v.clone())),
+                Some(Err(e)) => Some(Err(serde::de::Error::custom(e.to_string()))),
+                None => serde_yaml::Deserializer::from_str(text)
+                    .nth(doc)
+                    .map(T::deserialize),
+            }
+        }
         match kind.as_deref() {
-            Some("Table") => match nth().map(TableManifest::deserialize) {
+            Some("Table") => match decode::<TableManifest>(text, doc, &merged) {
                 Some(Ok(value)) => set.tables.push(Located {
                     value,
                     file: file.to_path_buf(),
@@ -305,7 +324,7 @@ pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Ve
                 Some(Err(e)) => errors.push(yaml_err(e, Some(doc))),
                 None => {}
             },
-            Some("Lakehouse") => match nth().map(LakehouseManifest::deserialize) {
+            Some("Lakehouse") => match decode::<LakehouseManifest>(text, doc, &merged) {
                 Some(Ok(value)) => set.lakehouses.push(Located {
                     value,
                     file: file.to_path_buf(),
@@ -324,6 +343,18 @@ pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Ve
                 "",
             )),
         }
+    }
+}
+
+/// Whether a YAML value uses a merge key (`<<`) anywhere.
+fn has_merge_key(v: &serde_yaml::Value) -> bool {
+    match v {
+        serde_yaml::Value::Mapping(m) => m
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+        serde_yaml::Value::Sequence(s) => s.iter().any(has_merge_key),
+        serde_yaml::Value::Tagged(t) => has_merge_key(&t.value),
+        _ => false,
     }
 }
 
@@ -616,6 +647,24 @@ fn validate_mutations(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) 
                         "an update needs at least one column in `set`",
                     ));
                     continue;
+                }
+                // A literal NULL into a required column: refused now, not at apply.
+                for (column, value) in &u.set {
+                    let literal_null = value.0.trim().eq_ignore_ascii_case("null");
+                    let required = m
+                        .spec
+                        .columns
+                        .iter()
+                        .any(|c| &c.name == column && c.required);
+                    if literal_null && required {
+                        errors.push(t.error_at(
+                            &child(&child(&child(&path, "update"), "set"), column),
+                            format!(
+                                "mutation `{}`: `set.{column}`: column `{column}` is required; it cannot be set to NULL",
+                                mu.name
+                            ),
+                        ));
+                    }
                 }
                 "update"
             }
@@ -915,28 +964,35 @@ fn resolve_lakehouse(
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
         .unwrap_or(abs_dir);
     let mut errors = Vec::new();
-    let mut expand = |path: &str, s: &str| -> String {
-        expand_env(s).unwrap_or_else(|e| {
-            errors.push(l.error_at(path, e));
-            String::new()
-        })
+    // `None`: the value names an unset variable (reported here, and checked no further).
+    let mut expand = |path: &str, s: &str| -> Option<String> {
+        expand_env(s)
+            .map_err(|e| errors.push(l.error_at(path, e)))
+            .ok()
     };
     let spec = &l.value.spec;
     let uri = expand("spec.catalog.uri", &spec.catalog.uri);
-    let warehouse = expand("spec.warehouse", &spec.warehouse);
+    let warehouse = expand("spec.warehouse", &spec.warehouse).unwrap_or_default();
     let storage: BTreeMap<String, String> = spec
         .storage
         .iter()
-        .map(|(k, v)| (k.clone(), expand(&child("spec.storage", k), v)))
+        .map(|(k, v)| {
+            let v = expand(&child("spec.storage", k), v).unwrap_or_default();
+            (k.clone(), v)
+        })
         .collect();
     let catalog_props: BTreeMap<String, String> = spec
         .catalog
         .properties
         .iter()
-        .map(|(k, v)| (k.clone(), expand(&child("spec.catalog.properties", k), v)))
+        .map(|(k, v)| {
+            let v = expand(&child("spec.catalog.properties", k), v).unwrap_or_default();
+            (k.clone(), v)
+        })
         .collect();
-    let catalog_uri = match spec.catalog.kind {
-        CatalogType::Sql => {
+    let catalog_uri = match (spec.catalog.kind, uri) {
+        (_, None) => String::new(),
+        (CatalogType::Sql, Some(uri)) => {
             let path = uri
                 .strip_prefix("sqlite://")
                 .or_else(|| uri.strip_prefix("sqlite:"));
@@ -953,10 +1009,8 @@ fn resolve_lakehouse(
                 }
             }
         }
-        CatalogType::Rest => {
-            // An unset `${env:…}` is reported already.
-            let unset = uri.is_empty() && spec.catalog.uri.contains("${env:");
-            if !(unset || uri.starts_with("http://") || uri.starts_with("https://")) {
+        (CatalogType::Rest, Some(uri)) => {
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
                 errors.push(l.error_at(
                     "spec.catalog.uri",
                     format!("REST catalog uri `{uri}` must be an http:// or https:// URL"),

@@ -49,6 +49,8 @@ pub struct Actual {
     pub sources: HashMap<String, Vec<Listed>>,
     /// Per table with declared mutations: the live data files of its current snapshot.
     pub files: HashMap<String, crate::mutate::SnapshotFiles>,
+    /// Per table: its ledger (changes applied, files ingested).
+    pub ledgers: HashMap<String, ledger::Ledger>,
 }
 
 /// A source's files as listed now, each with its state against the ledger, or why
@@ -65,17 +67,23 @@ pub async fn observe(
     let mut actual = Actual::default();
     if let Some(lake) = lake {
         observe_tables(lake, set, &mut actual).await?;
+        for (name, state) in &actual.tables {
+            actual
+                .ledgers
+                .insert(name.clone(), lake.ledger(&state.metadata).await?);
+        }
     }
+    let no_files = HashMap::new();
     for t in &set.tables {
         let ledger = actual
-            .tables
+            .ledgers
             .get(&t.table_name())
-            .map(|s| ledger::ingested_files(&s.metadata))
-            .unwrap_or_default();
+            .map(|l| &l.ingested)
+            .unwrap_or(&no_files);
         let base = t.file.parent().unwrap_or(std::path::Path::new("."));
         let mut listed = Vec::new();
         for src in &t.value.spec.sources {
-            listed.push(list_source(src, base, &ledger, config).await);
+            listed.push(list_source(src, base, ledger, config).await);
         }
         actual.sources.insert(t.table_name(), listed);
     }
@@ -85,7 +93,7 @@ pub async fn observe(
 async fn list_source(
     src: &SourceSpec,
     base: &std::path::Path,
-    ledger: &HashMap<String, crate::ingest::IngestedFile>,
+    ledger: &HashMap<String, ledger::IngestedFile>,
     config: &LakeConfig,
 ) -> Listed {
     if src.uri.starts_with("s3://") || src.uri.starts_with("s3a://") {
@@ -624,6 +632,31 @@ pub fn diff_with(
                 true
             }
         });
+        // A released change that was applied after one that stays held back may
+        // depend on it (a mutation setting a column the held-back table change added).
+        let order = |x: &ledger::HeldBack| {
+            state
+                .metadata
+                .snapshot_by_id(x.snapshot_id)
+                .map(|s| s.sequence_number())
+        };
+        for (_, released) in plan.release.iter().filter(|(t, _)| t == name) {
+            let Some(r) = ledger::held_back(&state.metadata)
+                .into_iter()
+                .find(|x| &x.change_id == released)
+            else {
+                continue;
+            };
+            for earlier in h
+                .iter()
+                .filter(|x| order(x) < order(&r) && order(x).is_some())
+            {
+                plan.hints.push(format!(
+                    "{name}: `{}` was applied after `{}` ({}), which stays held back; if it needs it, reapply both: `lakectl apply --reapply {} --reapply {}`",
+                    r.change_id, earlier.change_id, earlier.details, earlier.change_id, r.change_id
+                ));
+            }
+        }
         held.insert(name.clone(), h);
     }
     let held_item = |table: &str, id: &str| -> Option<HeldBackItem> {
@@ -758,13 +791,12 @@ pub fn diff_with(
     for t in &set.tables {
         let name = t.table_name();
         let state = actual.tables.get(&name);
-        let applied: std::collections::HashSet<String> = state
-            .map(|s| {
-                ledger::applied_change_ids(&s.metadata)
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let no_changes = std::collections::HashSet::new();
+        let applied = actual
+            .ledgers
+            .get(&name)
+            .map(|l| &l.changes)
+            .unwrap_or(&no_changes);
         if reverting.contains(&name) {
             continue;
         }

@@ -95,6 +95,18 @@ pub fn snapshot_for(md: &TableMetadata, as_of: Option<AsOf>) -> Result<Option<i6
 
 /// A DataFusion session with every table registered.
 pub async fn session(lake: &Lake, as_of: Option<AsOf>) -> Result<SessionContext, QueryError> {
+    Ok(session_noting(lake, as_of, pushdown_enabled()).await?.0)
+}
+
+/// [`session`], with the tables that had no snapshot at an `AsOf::Time` (they did not
+/// exist yet, or had no data then: they read as empty), as `namespace.table`. Without
+/// `pushdown`, no filter reaches the Iceberg scan (the plain path).
+pub async fn session_noting(
+    lake: &Lake,
+    as_of: Option<AsOf>,
+    pushdown: bool,
+) -> Result<(SessionContext, Vec<String>), QueryError> {
+    let mut empty_then = Vec::new();
     let ctx = SessionContext::new();
     let catalog = ctx
         .catalog("datafusion")
@@ -111,7 +123,15 @@ pub async fn session(lake: &Lake, as_of: Option<AsOf>) -> Result<SessionContext,
         if let Some(AsOf::Snapshot(id)) = as_of {
             found |= state.metadata.snapshot_by_id(id).is_some();
         }
-        let provider = provider(lake, &state, as_of).await?;
+        if matches!(as_of, Some(AsOf::Time(_)))
+            && snapshot_for(&state.metadata, as_of)
+                .ok()
+                .flatten()
+                .is_none()
+        {
+            empty_then.push(format!("{ns}.{}", ident.name()));
+        }
+        let provider = provider(lake, &state, as_of, pushdown).await?;
         ctx.register_table(
             TableReference::partial(ns, ident.name().to_string()),
             provider,
@@ -122,13 +142,30 @@ pub async fn session(lake: &Lake, as_of: Option<AsOf>) -> Result<SessionContext,
             return Err(QueryError::AsOf(format!("no table has snapshot {id}")));
         }
     }
-    Ok(ctx)
+    Ok((ctx, empty_then))
+}
+
+/// The tables (`namespace.table`) `sql` reads, as far as they can be told from it.
+pub fn tables_read(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let state = ctx.state();
+    let Ok(statement) = state.sql_to_statement(sql, &datafusion::config::Dialect::Generic) else {
+        return Vec::new();
+    };
+    state
+        .resolve_table_references(&statement)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| Some(format!("{}.{}", r.schema()?, r.table())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn provider(
     lake: &Lake,
     state: &TableState,
     as_of: Option<AsOf>,
+    pushdown: bool,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
     let table = Table::builder()
         .file_io(lake.file_io().clone())
@@ -140,9 +177,12 @@ async fn provider(
         .build()?;
     let snapshot = snapshot_for(&state.metadata, as_of).map_err(QueryError::AsOf)?;
     Ok(match snapshot {
-        Some(id) => {
-            Arc::new(IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await?)
-        }
+        Some(id) => Arc::new(ExactPushdown {
+            inner: Arc::new(
+                IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await?,
+            ),
+            enabled: pushdown,
+        }),
         // A table with no snapshot yet, or none at that time: empty, with its schema.
         None => {
             let schema = iceberg::arrow::schema_to_arrow_schema(state.metadata.current_schema())?;
@@ -151,6 +191,131 @@ async fn provider(
             )))
         }
     })
+}
+
+/// `LAKECTL_QUERY_PUSHDOWN=off` scans every file of the snapshot (no filter reaches the
+/// Iceberg scan): the plain path that pushdown is tested against.
+pub fn pushdown_enabled() -> bool {
+    !matches!(
+        std::env::var("LAKECTL_QUERY_PUSHDOWN").as_deref(),
+        Ok("off" | "0" | "false")
+    )
+}
+
+/// The Iceberg table provider with only the filters it prunes by exactly.
+///
+/// iceberg-datafusion turns every filter it can into an Iceberg predicate that prunes
+/// manifests, files and row groups, and DataFusion re-applies each filter after the
+/// scan (they are `Inexact`). A pruning that is too eager drops rows no later filter
+/// can bring back, and some of its conversions are not exact: casts over a column are
+/// stripped (`CAST(i AS VARCHAR) < '5'` would prune as `i < 5`), a float literal is
+/// bound as a double and fails the query, NaN is pruned unlike DataFusion's order,
+/// `LIKE` escapes and `_` are not understood. So only these shapes are offered:
+/// a plain column (not float/double) compared with a literal, `IS [NOT] NULL`,
+/// `IN (literals)`, `LIKE 'prefix%'` with a plain prefix, and `AND` / `OR` of them.
+/// Anything else is `Unsupported` here, so DataFusion filters it after a full scan:
+/// slower, never wrong.
+#[derive(Debug)]
+struct ExactPushdown {
+    inner: Arc<dyn datafusion::catalog::TableProvider>,
+    enabled: bool,
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for ExactPushdown {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn schema(&self) -> arrow_schema::SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&datafusion::logical_expr::Expr],
+    ) -> datafusion::error::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        use datafusion::logical_expr::TableProviderFilterPushDown as P;
+        let schema = self.schema();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.enabled && prunes_exactly(f, &schema) {
+                    P::Inexact
+                } else {
+                    P::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    fn statistics(&self) -> Option<datafusion::common::Statistics> {
+        self.inner.statistics()
+    }
+}
+
+/// Whether iceberg-datafusion prunes by `e` exactly (see [`ExactPushdown`]).
+fn prunes_exactly(e: &datafusion::logical_expr::Expr, schema: &arrow_schema::Schema) -> bool {
+    use datafusion::logical_expr::{Expr, Operator};
+    use datafusion::scalar::ScalarValue;
+    let column = |e: &Expr| -> bool {
+        let Expr::Column(c) = e else { return false };
+        schema.field_with_name(&c.name).is_ok_and(|f| {
+            !matches!(
+                f.data_type(),
+                arrow_schema::DataType::Float16
+                    | arrow_schema::DataType::Float32
+                    | arrow_schema::DataType::Float64
+            ) && !f.data_type().is_nested()
+        })
+    };
+    let literal = |e: &Expr| matches!(e, Expr::Literal(v, _) if !v.is_null());
+    match e {
+        Expr::BinaryExpr(b) => match b.op {
+            Operator::And | Operator::Or => {
+                prunes_exactly(&b.left, schema) && prunes_exactly(&b.right, schema)
+            }
+            Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq => {
+                (column(&b.left) && literal(&b.right)) || (literal(&b.left) && column(&b.right))
+            }
+            _ => false,
+        },
+        Expr::IsNull(x) | Expr::IsNotNull(x) => column(x),
+        Expr::InList(l) => column(&l.expr) && l.list.iter().all(literal),
+        Expr::Like(l) => {
+            let prefix = match l.pattern.as_ref() {
+                Expr::Literal(ScalarValue::Utf8(Some(p)), _)
+                | Expr::Literal(ScalarValue::LargeUtf8(Some(p)), _)
+                | Expr::Literal(ScalarValue::Utf8View(Some(p)), _) => p.strip_suffix('%'),
+                _ => None,
+            };
+            !l.negated
+                && !l.case_insensitive
+                && l.escape_char.is_none()
+                && column(&l.expr)
+                && prefix.is_some_and(|p| !p.is_empty() && !p.contains(['%', '_', '\\']))
+        }
+        _ => false,
+    }
 }
 
 /// No DDL, no DML (COPY included), no statements (SET …): queries cannot write.
@@ -219,7 +384,13 @@ pub fn render(batches: &[RecordBatch], format: &str) -> Result<String, QueryErro
         "json" => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow_json::ArrayWriter::new(&mut buf);
+                // Every key kept (a null is `null`, in maps too) and non-finite
+                // doubles as the strings "NaN", "Infinity", "-Infinity" (as Spark and
+                // pandas write them), not as `null`.
+                let mut w = arrow_json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .with_encoder_factory(Arc::new(JsonFloats))
+                    .build::<_, arrow_json::writer::JsonArray>(&mut buf);
                 for b in batches {
                     w.write(b).map_err(to_df)?;
                 }
@@ -234,6 +405,81 @@ pub fn render(batches: &[RecordBatch], format: &str) -> Result<String, QueryErro
                 .to_string(),
         ),
     }
+}
+
+/// JSON encoders for float columns that keep NaN and ±Infinity (as strings).
+#[derive(Debug)]
+struct JsonFloats;
+
+impl arrow_json::EncoderFactory for JsonFloats {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a arrow_schema::FieldRef,
+        array: &'a dyn arrow_array::Array,
+        _options: &'a arrow_json::EncoderOptions,
+    ) -> Result<Option<arrow_json::writer::NullableEncoder<'a>>, arrow_schema::ArrowError> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Float32Type, Float64Type};
+        let encoder: Box<dyn arrow_json::Encoder + 'a> = match array.data_type() {
+            arrow_schema::DataType::Float64 => {
+                Box::new(FloatJson(array.as_primitive::<Float64Type>()))
+            }
+            arrow_schema::DataType::Float32 => {
+                Box::new(FloatJson(array.as_primitive::<Float32Type>()))
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(arrow_json::writer::NullableEncoder::new(
+            encoder,
+            array.logical_nulls(),
+        )))
+    }
+}
+
+struct FloatJson<'a, T: arrow_array::ArrowPrimitiveType>(&'a arrow_array::PrimitiveArray<T>);
+
+impl<T> arrow_json::Encoder for FloatJson<'_, T>
+where
+    T: arrow_array::ArrowPrimitiveType,
+    T::Native: num_like::Float,
+{
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        use num_like::Float;
+        let v = self.0.value(idx);
+        let text = if v.nan() {
+            "\"NaN\"".to_string()
+        } else if v.infinite() {
+            if v.negative() {
+                "\"-Infinity\""
+            } else {
+                "\"Infinity\""
+            }
+            .to_string()
+        } else {
+            // Debug is the shortest text that reads back to the same value ("1.0", "1e20").
+            format!("{v:?}")
+        };
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+mod num_like {
+    /// What JSON output needs of f32 and f64.
+    pub trait Float: Copy + std::fmt::Debug {
+        fn nan(self) -> bool;
+        fn infinite(self) -> bool;
+        fn negative(self) -> bool;
+    }
+    macro_rules! float {
+        ($($t:ty),*) => {$(
+            impl Float for $t {
+                fn nan(self) -> bool { self.is_nan() }
+                fn infinite(self) -> bool { self.is_infinite() }
+                fn negative(self) -> bool { self.is_sign_negative() }
+            }
+        )*};
+    }
+    float!(f32, f64);
 }
 
 /// Batches as an Arrow IPC stream.

@@ -490,10 +490,12 @@ async fn reconcile_once(
         reverted |= matches!(change, crate::plan::Change::Revert(_));
         match crate::apply::apply(lake, &one, Arc::new(()), |_| {}).await {
             Ok(applied) => {
+                // A change another writer applied first committed nothing here.
+                let landed = applied.iter().filter(|a| !a.already_applied()).count();
                 shared
                     .counters
                     .applied_changes
-                    .fetch_add(1, Ordering::Relaxed);
+                    .fetch_add(landed.min(1) as u64, Ordering::Relaxed);
                 if let Some(id) = applied.iter().rev().find_map(|a| a.snapshot_id) {
                     if let Ok(mut s) = shared.status.lock() {
                         if let Some(t) = s.tables.get_mut(&name) {

@@ -196,3 +196,55 @@ pub fn orders(spec_body: &str) -> String {
         "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: orders\n  namespace: shop\nspec:\n{spec_body}"
     )
 }
+
+/// Spark 3.5 + Iceberg 1.10 (`../shared/spark/setup.sh`): `SPARK_PYTHON` and
+/// `LAKECTL_SPARK_JARS` as `.ci/run` exports them, or the install under
+/// `~/.cache/lakectl-spark` (set up on first use; idempotent).
+fn spark_env() -> (String, String) {
+    if let (Ok(py), Ok(jars)) = (
+        std::env::var("SPARK_PYTHON"),
+        std::env::var("LAKECTL_SPARK_JARS"),
+    ) {
+        return (py, jars);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let out = Command::new("bash")
+        .arg(shared_dir().join("spark/setup.sh"))
+        .arg(format!("{home}/.cache/lakectl-spark"))
+        .output()
+        .expect("run spark/setup.sh");
+    assert!(
+        out.status.success(),
+        "spark/setup.sh failed:\n{}",
+        text(&out)
+    );
+    let vars = String::from_utf8_lossy(&out.stdout).to_string();
+    let get = |k: &str| {
+        vars.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("spark/setup.sh printed no {k}:\n{vars}"))
+            .to_string()
+    };
+    (get("SPARK_PYTHON"), get("LAKECTL_SPARK_JARS"))
+}
+
+/// Runs Spark SQL statements in one session over lakectl's SQLite catalog
+/// (`../shared/spark/sql.py`, the catalog registered as `lk`); the rows of the last.
+pub fn spark_sql(db: &Path, warehouse: &Path, statements: &[&str]) -> serde_json::Value {
+    let (python, jars) = spark_env();
+    let out = Command::new(python)
+        .arg(shared_dir().join("spark/sql.py"))
+        .arg("--jdbc")
+        .arg(db)
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args(statements)
+        .env("LAKECTL_SPARK_JARS", jars)
+        .output()
+        .expect("run spark/sql.py");
+    assert!(out.status.success(), "spark/sql.py failed:\n{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("spark/sql.py printed no JSON ({e}):\n{stdout}"))
+}

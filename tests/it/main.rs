@@ -5,6 +5,7 @@ mod common;
 mod concurrency;
 mod corpus;
 mod crash;
+mod defects;
 mod drift;
 mod evolve;
 mod ingest;

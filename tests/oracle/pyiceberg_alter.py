@@ -7,6 +7,7 @@ tests): one operation per call, each its own PyIceberg commit.
   add-column NAME            a new optional string column
   set-property KEY VALUE
   append JSON_ROWS           rows as a JSON list of objects, in the table's schema
+  expire-others              expire every snapshot but the current one
 """
 import json, os, sys
 
@@ -26,6 +27,10 @@ elif op == "set-property":
 elif op == "append":
     schema = t.schema().as_arrow()
     t.append(pa.Table.from_pylist(json.loads(args[0]), schema=schema))
+elif op == "expire-others":
+    current = t.current_snapshot().snapshot_id
+    others = [s.snapshot_id for s in t.snapshots() if s.snapshot_id != current]
+    t.maintenance.expire_snapshots().by_ids(others).commit()
 else:
     sys.exit(f"unknown op {op}")
 print(cat.load_table(table).metadata_location)
