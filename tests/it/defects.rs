@@ -397,12 +397,11 @@ async fn another_engines_rewrite_and_expiry_do_not_make_lakectl_ingest_or_mutate
     let md = p.table("shop.orders").await.metadata;
     assert_eq!(md.snapshots().count(), 1, "Spark kept one snapshot");
     assert!(
-        md.current_snapshot()
+        !md.current_snapshot()
             .unwrap()
             .summary()
             .additional_properties
-            .get("lakectl.change-id")
-            .is_none(),
+            .contains_key("lakectl.change-id"),
         "the snapshot left is Spark's"
     );
     let (code, plan) = p.plan();
