@@ -7,6 +7,7 @@ pub mod apply;
 pub mod import;
 pub mod ingest;
 pub mod lake;
+pub mod maintain;
 pub mod manifest;
 pub mod mutate;
 pub mod plan;

@@ -176,6 +176,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Run the declared maintenance (`spec.maintenance`: compaction, expiry) that is
+    /// due, and nothing else. Exit 0 or 1.
+    Maintain {
+        /// Only this table (`namespace.table`); default every declared table.
+        table: Option<String>,
+        /// Print what is due; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Run read-only SQL (DataFusion) over the lakehouse; tables are `namespace.table`.
     Query {
         sql: String,
@@ -358,6 +371,19 @@ fn main() -> ExitCode {
             dry_run,
             output,
         } => runtime.block_on(import_cmd(&manifests, &target, force, dry_run, output)),
+        Command::Maintain {
+            table,
+            dry_run,
+            manifests,
+            output,
+        } => runtime.block_on(apply_with(
+            &manifests,
+            output,
+            Vec::new(),
+            None,
+            style,
+            Some(Maintenance { table, dry_run }),
+        )),
         Command::Expire {
             table,
             dry_run,
@@ -497,6 +523,14 @@ async fn plan_cmd(dir: &Path, output: Output, estimate: bool, style: render::Sty
     }
 }
 
+/// `lakectl maintain`: what to run.
+#[derive(Debug, Clone, Default)]
+struct Maintenance {
+    /// Only this table (`namespace.table`).
+    table: Option<String>,
+    dry_run: bool,
+}
+
 async fn apply_cmd(
     dir: &Path,
     output: Output,
@@ -504,14 +538,56 @@ async fn apply_cmd(
     tag: Option<String>,
     style: render::Style,
 ) -> u8 {
+    apply_with(dir, output, reapply, tag, style, None).await
+}
+
+/// `apply`, or with `maintenance` `lakectl maintain` (maintenance changes alone).
+async fn apply_with(
+    dir: &Path,
+    output: Output,
+    reapply: Vec<String>,
+    tag: Option<String>,
+    style: render::Style,
+    maintenance: Option<Maintenance>,
+) -> u8 {
     let options = plan::DiffOptions {
         reapply: reapply.clone(),
+        maintenance_only: maintenance.is_some(),
         ..Default::default()
     };
-    let (plan, lake, set) = match make_plan(dir, output, true, &options).await {
+    let (mut plan, lake, set) = match make_plan(dir, output, true, &options).await {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Some(m) = &maintenance {
+        if let Some(t) = &m.table {
+            if !set.tables.iter().any(|x| &x.table_name() == t) {
+                eprintln!("error: no manifest in {} declares table {t}", dir.display());
+                return 1;
+            }
+            plan.changes.retain(|c| c.table() == Some(t.as_str()));
+        }
+        if plan.changes.is_empty() && plan.errors.is_empty() {
+            match output {
+                Output::Text => println!("No maintenance is due."),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"plan": render::json(&plan), "applied": []})
+                ),
+            }
+            return 0;
+        }
+        if m.dry_run {
+            match output {
+                Output::Text => print!("{}", render::text(&plan, style)),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"plan": render::json(&plan), "applied": []})
+                ),
+            }
+            return if plan.errors.is_empty() { 0 } else { 1 };
+        }
+    }
     for id in &reapply {
         if !plan.release.iter().any(|(_, r)| r == id) {
             eprintln!("error: --reapply {id}: no table holds back a change with this id");
@@ -557,7 +633,38 @@ async fn apply_cmd(
                     }
                 })
                 .unwrap_or_default();
-            let extra = a
+            let maintenance = a
+                .compaction
+                .as_ref()
+                .map(|c| {
+                    format!(
+                        ": {} file(s) ({}) → {} file(s) ({}) in {} partition(s), {} row(s){}",
+                        c.files_in,
+                        lakectl::ingest::files::human_size(c.bytes_in),
+                        c.files_out,
+                        lakectl::ingest::files::human_size(c.bytes_out),
+                        c.partitions,
+                        c.records,
+                        if c.deletes_dropped > 0 {
+                            format!(", {} delete file(s) applied and dropped", c.deletes_dropped)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .or_else(|| {
+                    a.expiry.as_ref().map(|e| {
+                        format!(
+                            ": {} snapshot(s) expired, {} kept; {} file(s) deleted",
+                            e.expired_snapshots.len(),
+                            e.kept_snapshots,
+                            e.files_deleted
+                        )
+                    })
+                })
+                .unwrap_or_default();
+            let extra = maintenance
+                + &a
                 .ingest
                 .as_ref()
                 .map(|i| {

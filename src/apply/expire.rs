@@ -36,14 +36,7 @@ impl Retention {
     }
 }
 
-/// The refs of a table (branches and tags).
-pub fn refs(md: &TableMetadata) -> HashMap<String, SnapshotReference> {
-    serde_json::to_value(md)
-        .ok()
-        .and_then(|v| v.get("refs").cloned())
-        .and_then(|r| serde_json::from_value(r).ok())
-        .unwrap_or_default()
-}
+pub use crate::lake::refs;
 
 /// What an expiry removes.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -112,43 +105,9 @@ async fn prepare(
     md: &TableMetadata,
     retention: Retention,
 ) -> Result<(Expiry, Vec<TableUpdate>), iceberg::Error> {
-    let now = now_ms();
-    let mut keep: HashSet<i64> = HashSet::new();
-    let mut expired_refs = Vec::new();
-    for (name, r) in refs(md) {
-        let ts = md
-            .snapshot_by_id(r.snapshot_id)
-            .map(|s| s.timestamp_ms())
-            .unwrap_or(now);
-        let gone = match r.retention {
-            SnapshotRetention::Tag {
-                max_ref_age_ms: Some(age),
-            } => name != "main" && ts + age < now,
-            _ => false,
-        };
-        if gone {
-            expired_refs.push(name);
-        } else {
-            keep.insert(r.snapshot_id);
-        }
-    }
+    let (keep, expired, expired_refs) =
+        crate::maintain::expiry_selection(md, retention.keep_last, retention.max_age_ms, now_ms());
     let main = ledger::ancestry(md);
-    keep.extend(
-        main.iter()
-            .take(retention.keep_last)
-            .map(|s| s.snapshot_id()),
-    );
-    keep.extend(
-        md.snapshots()
-            .filter(|s| s.timestamp_ms() >= now - retention.max_age_ms)
-            .map(|s| s.snapshot_id()),
-    );
-    let mut expired: Vec<i64> = md
-        .snapshots()
-        .map(|s| s.snapshot_id())
-        .filter(|id| !keep.contains(id))
-        .collect();
-    expired.sort();
     let mut e = Expiry {
         table: table.to_string(),
         kept_snapshots: keep.len(),

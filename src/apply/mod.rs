@@ -19,6 +19,7 @@
 
 pub mod expire;
 pub mod ingest;
+pub mod maintain;
 pub mod mutate;
 pub mod rollback;
 
@@ -80,6 +81,10 @@ pub struct Applied {
     pub ingest: Option<ingest::IngestOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutation: Option<mutate::MutationOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<maintain::CompactOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<expire::Expiry>,
 }
 
 impl Applied {
@@ -87,6 +92,7 @@ impl Applied {
     pub fn already_applied(&self) -> bool {
         self.ingest.as_ref().is_some_and(|i| i.already_applied)
             || self.mutation.as_ref().is_some_and(|m| m.already_applied)
+            || self.compaction.as_ref().is_some_and(|c| c.already_applied)
     }
 }
 
@@ -120,6 +126,8 @@ pub async fn apply(
                     metadata_location: None,
                     ingest: None,
                     mutation: None,
+                    compaction: None,
+                    expiry: None,
                 }
             }
             Change::Table(t) => {
@@ -136,6 +144,8 @@ pub async fn apply(
                     metadata_location: Some(state.metadata_location),
                     ingest: None,
                     mutation: None,
+                    compaction: None,
+                    expiry: None,
                 }
             }
             Change::Ingest(c) => {
@@ -147,6 +157,8 @@ pub async fn apply(
                     metadata_location: state.map(|s| s.metadata_location),
                     ingest: Some(outcome),
                     mutation: None,
+                    compaction: None,
+                    expiry: None,
                 }
             }
             Change::Revert(r) => {
@@ -164,6 +176,8 @@ pub async fn apply(
                     metadata_location: None,
                     ingest: None,
                     mutation: None,
+                    compaction: None,
+                    expiry: None,
                 }
             }
             Change::Mutation(m) => {
@@ -175,6 +189,38 @@ pub async fn apply(
                     metadata_location: Some(state.metadata_location),
                     ingest: None,
                     mutation: Some(outcome),
+                    compaction: None,
+                    expiry: None,
+                }
+            }
+            Change::Compact(c) => {
+                let (outcome, state) = maintain::apply_compaction(lake, c).await?;
+                Applied {
+                    change: "compact".into(),
+                    target: c.table.clone(),
+                    snapshot_id: outcome.snapshot_id,
+                    metadata_location: Some(state.metadata_location),
+                    ingest: None,
+                    mutation: None,
+                    compaction: Some(outcome),
+                    expiry: None,
+                }
+            }
+            Change::Expire(e) => {
+                let retention = expire::Retention {
+                    keep_last: e.keep_last,
+                    max_age_ms: e.max_age_days as i64 * 86_400_000,
+                };
+                let done = expire::expire(lake, &e.ident(), retention, false).await?;
+                Applied {
+                    change: "expire".into(),
+                    target: e.table.clone(),
+                    snapshot_id: None,
+                    metadata_location: None,
+                    ingest: None,
+                    mutation: None,
+                    compaction: None,
+                    expiry: Some(done),
                 }
             }
         };

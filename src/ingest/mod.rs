@@ -215,11 +215,21 @@ impl TableWriter {
         md: &TableMetadata,
         prefix: &str,
     ) -> Result<TableWriter, iceberg::Error> {
+        Self::with_target_size(file_io, md, prefix, target_file_size(md)).await
+    }
+
+    /// A writer whose files roll at `target` bytes (compaction's target size).
+    pub async fn with_target_size(
+        file_io: &FileIO,
+        md: &TableMetadata,
+        prefix: &str,
+        target: usize,
+    ) -> Result<TableWriter, iceberg::Error> {
         let schema = md.current_schema().clone();
         let parquet = ParquetWriterBuilder::new(writer_properties(md), schema.clone());
         let rolling = RollingFileWriterBuilder::new(
             parquet,
-            target_file_size(md),
+            target,
             file_io.clone(),
             DefaultLocationGenerator::new(md)?,
             DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet),

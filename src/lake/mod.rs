@@ -637,6 +637,15 @@ impl Lake {
     }
 }
 
+/// The refs of a table (branches and tags).
+pub fn refs(md: &TableMetadata) -> HashMap<String, iceberg::spec::SnapshotReference> {
+    serde_json::to_value(md)
+        .ok()
+        .and_then(|v| v.get("refs").cloned())
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default()
+}
+
 /// Local warehouses use iceberg's local file IO; `s3://` ones OpenDAL's S3 storage with
 /// the lakehouse's `storage` options (`s3.endpoint`, `s3.region`, keys,
 /// `s3.path-style-access`, which defaults to true when an endpoint is set: MinIO).

@@ -126,6 +126,18 @@ pub async fn overwrite_snapshot(
     write_snapshot(file_io, metadata, removed, added, props, operation).await
 }
 
+/// A `replace` snapshot (a compaction): the data and delete files at `removed` paths
+/// are marked DELETED and `added` written in their place; the rows are the same.
+pub async fn replace_snapshot(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    removed: &std::collections::HashSet<String>,
+    added: Vec<iceberg::spec::DataFile>,
+    props: std::collections::HashMap<String, String>,
+) -> iceberg::Result<Snapshot> {
+    write_snapshot(file_io, metadata, removed, added, props, Operation::Replace).await
+}
+
 /// The one snapshot writer behind [`append_snapshot`] and [`overwrite_snapshot`]:
 /// the parent's manifests carried over (those holding a `removed` file rewritten with
 /// it DELETED and the rest EXISTING), `added` in one new manifest first, the manifest
@@ -156,8 +168,11 @@ async fn write_snapshot(
     let mut manifests = Vec::new();
     let (mut deleted_files, mut deleted_records, mut removed_size) = (0u64, 0u64, 0u64);
     let mut partitions = std::collections::HashSet::new();
+    // Delete files removed (a compaction that applied them): files, position rows,
+    // equality rows.
+    let (mut removed_deletes, mut removed_pos, mut removed_eq) = (0u64, 0u64, 0u64);
     for m in parents {
-        if m.content != ManifestContentType::Data || removed.is_empty() {
+        if removed.is_empty() {
             manifests.push(m);
             continue;
         }
@@ -170,7 +185,7 @@ async fn write_snapshot(
             manifests.push(m);
             continue;
         }
-        let mut writer = ManifestWriterBuilder::new(
+        let builder = ManifestWriterBuilder::new(
             file_io.new_output(format!(
                 "{base}/metadata/{}-m{}.avro",
                 uuid::Uuid::new_v4(),
@@ -179,8 +194,13 @@ async fn write_snapshot(
             Some(snapshot_id),
             loaded.metadata().schema().clone(),
             loaded.metadata().partition_spec().clone(),
-        )
-        .build_v2_data();
+        );
+        let deletes = m.content == ManifestContentType::Deletes;
+        let mut writer = if deletes {
+            builder.build_v2_deletes()
+        } else {
+            builder.build_v2_data()
+        };
         for e in loaded.entries() {
             if e.status() == ManifestStatus::Deleted {
                 continue; // recorded by the snapshot that deleted it
@@ -188,8 +208,18 @@ async fn write_snapshot(
             let seq = e.sequence_number().unwrap_or(m.sequence_number);
             let file_seq = e.file_sequence_number.or(Some(seq));
             if removed.contains(e.file_path()) {
-                deleted_files += 1;
-                deleted_records += e.record_count();
+                if deletes {
+                    removed_deletes += 1;
+                    match e.content_type() {
+                        iceberg::spec::DataContentType::PositionDeletes => {
+                            removed_pos += e.record_count()
+                        }
+                        _ => removed_eq += e.record_count(),
+                    }
+                } else {
+                    deleted_files += 1;
+                    deleted_records += e.record_count();
+                }
                 removed_size += e.file_size_in_bytes();
                 partitions.insert(format!("{:?}", e.data_file().partition()));
                 writer.add_delete_file(e.data_file().clone(), seq, file_seq)?;
@@ -268,12 +298,17 @@ async fn write_snapshot(
         "total-files-size",
         (total("total-files-size") + added_size).saturating_sub(removed_size),
     );
-    for key in [
-        "total-delete-files",
-        "total-position-deletes",
-        "total-equality-deletes",
+    if removed_deletes > 0 {
+        put("removed-delete-files", removed_deletes);
+        put("removed-position-deletes", removed_pos);
+        put("removed-equality-deletes", removed_eq);
+    }
+    for (key, less) in [
+        ("total-delete-files", removed_deletes),
+        ("total-position-deletes", removed_pos),
+        ("total-equality-deletes", removed_eq),
     ] {
-        put(key, total(key));
+        put(key, total(key).saturating_sub(less));
     }
     Ok(Snapshot::builder()
         .with_snapshot_id(snapshot_id)

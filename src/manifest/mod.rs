@@ -359,6 +359,16 @@ fn has_merge_key(v: &serde_yaml::Value) -> bool {
 }
 
 impl ManifestSet {
+    /// A table's maintenance: its own block over the Lakehouse's, field by field.
+    pub fn maintenance_of(&self, t: &Located<TableManifest>) -> MaintenanceSpec {
+        let defaults = self
+            .lakehouses
+            .first()
+            .map(|l| l.value.spec.maintenance.clone())
+            .unwrap_or_default();
+        t.value.spec.maintenance.over(&defaults)
+    }
+
     /// Every semantic problem in the set (empty when valid).
     pub fn validate(&self) -> Vec<Diagnostic> {
         let mut errors = Vec::new();

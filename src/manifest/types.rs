@@ -90,6 +90,137 @@ pub struct TableSpec {
     /// Snapshot retention: restore-point tags and what `lakectl expire` keeps.
     #[serde(default, skip_serializing_if = "RetentionSpec::is_default")]
     pub retention: RetentionSpec,
+    /// Declared maintenance (compaction, expiry), planned and applied like any change
+    /// once a threshold is crossed. Overrides the Lakehouse's defaults field by field.
+    #[serde(default, skip_serializing_if = "MaintenanceSpec::is_default")]
+    pub maintenance: MaintenanceSpec,
+}
+
+/// `spec.maintenance`: what keeps a table healthy. A block that is present is on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MaintenanceSpec {
+    /// Rewrite small data files (and the delete files that apply to them) into files
+    /// of the target size, one `replace` snapshot per table and apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionSpec>,
+    /// Manifest merging (accepted; lakectl's own commits do not merge manifests yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests: Option<ManifestMergeSpec>,
+    /// Snapshot expiry, as `lakectl expire` does (what `spec.retention` says today).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire: Option<ExpireSpec>,
+    /// Orphan file removal (accepted; not run by apply yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphans: Option<OrphanSpec>,
+    /// How often `watch` runs maintenance for this table (`1h`, `30m`); default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CompactionSpec {
+    /// Size of the files compaction writes; default `write.target-file-size-bytes`,
+    /// else 128 MiB. A file under 3/4 of it is small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_file_size_bytes: Option<u64>,
+    /// Compact a partition once it has this many small files (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_input_files: Option<u32>,
+    /// `binpack`, or `sort` (by the table's sortOrder; the default when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<CompactionStrategy>,
+    /// At most this many input bytes per apply (default 10 GiB); the rest waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_apply: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactionStrategy {
+    Binpack,
+    Sort,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ManifestMergeSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_manifest_size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_count_to_merge: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExpireSpec {
+    /// Snapshots of `main` always kept (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Snapshots younger than this are kept (days, default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_snapshot_age_days: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OrphanSpec {
+    /// Files younger than this are never touched (hours; floor 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than_hours: Option<u64>,
+}
+
+impl MaintenanceSpec {
+    pub fn is_default(&self) -> bool {
+        *self == MaintenanceSpec::default()
+    }
+
+    /// This block over `defaults` (a Lakehouse's), field by field.
+    pub fn over(&self, defaults: &MaintenanceSpec) -> MaintenanceSpec {
+        fn pick<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
+            a.clone().or_else(|| b.clone())
+        }
+        let compaction = match (&self.compaction, &defaults.compaction) {
+            (Some(a), Some(b)) => Some(CompactionSpec {
+                target_file_size_bytes: pick(&a.target_file_size_bytes, &b.target_file_size_bytes),
+                min_input_files: pick(&a.min_input_files, &b.min_input_files),
+                strategy: pick(&a.strategy, &b.strategy),
+                max_bytes_per_apply: pick(&a.max_bytes_per_apply, &b.max_bytes_per_apply),
+            }),
+            (a, b) => pick(a, b),
+        };
+        let manifests = match (&self.manifests, &defaults.manifests) {
+            (Some(a), Some(b)) => Some(ManifestMergeSpec {
+                target_manifest_size_bytes: pick(
+                    &a.target_manifest_size_bytes,
+                    &b.target_manifest_size_bytes,
+                ),
+                min_count_to_merge: pick(&a.min_count_to_merge, &b.min_count_to_merge),
+            }),
+            (a, b) => pick(a, b),
+        };
+        let expire = match (&self.expire, &defaults.expire) {
+            (Some(a), Some(b)) => Some(ExpireSpec {
+                keep_last: pick(&a.keep_last, &b.keep_last),
+                max_snapshot_age_days: pick(&a.max_snapshot_age_days, &b.max_snapshot_age_days),
+            }),
+            (a, b) => pick(a, b),
+        };
+        let orphans = match (&self.orphans, &defaults.orphans) {
+            (Some(a), Some(b)) => Some(OrphanSpec {
+                older_than_hours: pick(&a.older_than_hours, &b.older_than_hours),
+            }),
+            (a, b) => pick(a, b),
+        };
+        MaintenanceSpec {
+            compaction,
+            manifests,
+            expire,
+            orphans,
+            every: pick(&self.every, &defaults.every),
+        }
+    }
 }
 
 /// A declared row mutation: an `update` or a `delete`, applied once (copy-on-write:
@@ -614,6 +745,10 @@ pub struct LakehouseSpec {
     /// production environment's Lakehouse document.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub protect: bool,
+    /// Maintenance defaults for every table; a table's own block overrides them field
+    /// by field.
+    #[serde(default, skip_serializing_if = "MaintenanceSpec::is_default")]
+    pub maintenance: MaintenanceSpec,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

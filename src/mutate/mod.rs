@@ -56,6 +56,8 @@ pub struct SnapshotFiles {
     pub files: Vec<LiveFile>,
     /// Live delete files (merge-on-read, written by another engine).
     pub delete_files: usize,
+    /// Those delete files, position and equality.
+    pub deletes: Vec<LiveFile>,
 }
 
 impl SnapshotFiles {
@@ -84,7 +86,15 @@ pub async fn snapshot_files(
         if m.content == ManifestContentType::Deletes {
             if m.has_added_files() || m.has_existing_files() {
                 let loaded = m.load_manifest(file_io).await?;
-                out.delete_files += loaded.entries().iter().filter(|e| e.is_alive()).count();
+                let spec = Arc::new(loaded.metadata().partition_spec().clone());
+                for e in loaded.entries().iter().filter(|e| e.is_alive()) {
+                    out.deletes.push(LiveFile {
+                        manifest: i,
+                        entry: e.clone(),
+                        spec: spec.clone(),
+                    });
+                }
+                out.delete_files = out.deletes.len();
             }
             continue;
         }
@@ -312,7 +322,7 @@ fn plain_schema(schema: &SchemaRef) -> SchemaRef {
 }
 
 /// `batch` with each column cast to the type `schema` gives it.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
     let columns = batch
         .columns()
         .iter()
@@ -328,8 +338,8 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Strin
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
-/// Field ids of the named top-level columns of the current schema.
-fn field_ids(md: &TableMetadata, names: &[String]) -> Vec<i32> {
+/// Field ids of the named top-level columns of the current schema (all: `names` empty).
+pub(crate) fn field_ids(md: &TableMetadata, names: &[String]) -> Vec<i32> {
     md.current_schema()
         .as_struct()
         .fields()

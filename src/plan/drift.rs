@@ -461,6 +461,7 @@ pub fn manifest_of(namespace: &str, name: &str, md: &TableMetadata) -> TableMani
             sources: Vec::new(),
             mutations: Vec::new(),
             retention: Default::default(),
+            maintenance: Default::default(),
         },
     }
 }

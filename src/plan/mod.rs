@@ -130,7 +130,8 @@ async fn observe_tables(
         }
         let ident = table_ident(&t.value);
         if let Some(state) = lake.load_table(&ident).await? {
-            if !t.value.spec.mutations.is_empty() {
+            let compaction = set.maintenance_of(t).compaction.is_some();
+            if !t.value.spec.mutations.is_empty() || compaction {
                 if let Some(snap) = state.metadata.current_snapshot() {
                     let files =
                         crate::mutate::snapshot_files(lake.file_io(), &state.metadata, snap)
@@ -184,6 +185,9 @@ pub struct DiffOptions {
     /// Record the manifest as the baseline of tables that have none yet (`import`);
     /// otherwise a table another tool made and a manifest matches plans no change.
     pub record_baselines: bool,
+    /// Maintenance alone (`lakectl maintain`): only compaction and expiry are planned,
+    /// whatever other changes are pending for the table.
+    pub maintenance_only: bool,
 }
 
 impl Plan {
@@ -221,6 +225,7 @@ impl Plan {
                     change += 1;
                     destructive += 1;
                 }
+                Change::Compact(_) | Change::Expire(_) => change += 1,
             }
         }
         (add, change, 0, destructive)
@@ -239,6 +244,61 @@ pub enum Change {
     Mutation(Box<MutationChange>),
     /// `onDrift: revert`: roll `main` back over other writers' snapshots.
     Revert(Box<RevertChange>),
+    /// `maintenance.compaction`: small files (and the deletes on them) rewritten.
+    Compact(Box<CompactChange>),
+    /// `maintenance.expire`: snapshots past the retention removed.
+    Expire(Box<ExpireChange>),
+}
+
+impl Change {
+    /// The table the change is to (`None` for a namespace).
+    pub fn table(&self) -> Option<&str> {
+        Some(match self {
+            Change::CreateNamespace { .. } => return None,
+            Change::Table(c) => &c.table,
+            Change::Ingest(c) => &c.table,
+            Change::Mutation(c) => &c.table,
+            Change::Revert(c) => &c.table,
+            Change::Compact(c) => &c.table,
+            Change::Expire(c) => &c.table,
+        })
+    }
+}
+
+/// Compacting a table's small files: one `replace` snapshot, the rows unchanged.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactChange {
+    pub table: String,
+    pub manifest: PathBuf,
+    /// The snapshot it was planned on (apply plans again on fresh state).
+    pub snapshot_id: i64,
+    pub policy: crate::maintain::CompactionPolicy,
+    #[serde(flatten)]
+    pub plan: crate::maintain::CompactionPlan,
+}
+
+impl CompactChange {
+    pub fn ident(&self) -> TableIdent {
+        ident_of(&self.table)
+    }
+}
+
+/// Expiring a table's snapshots past `maintenance.expire` (as `lakectl expire`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpireChange {
+    pub table: String,
+    pub manifest: PathBuf,
+    pub keep_last: usize,
+    pub max_age_days: u64,
+    pub snapshots: Vec<i64>,
+    pub expired_tags: Vec<String>,
+    pub tags_kept: usize,
+}
+
+impl ExpireChange {
+    pub fn ident(&self) -> TableIdent {
+        ident_of(&self.table)
+    }
 }
 
 /// Rolling a table back to lakectl's newest snapshot, over the snapshots other writers
@@ -848,8 +908,98 @@ pub fn diff_with(
                 estimate: None,
             })));
         }
+        if let Some(state) = state {
+            diff_maintenance(set, t, state, actual.files.get(&name), options, &mut plan);
+        }
+    }
+    if options.maintenance_only {
+        plan.changes
+            .retain(|c| matches!(c, Change::Compact(_) | Change::Expire(_)));
+        plan.held_back.clear();
     }
     plan
+}
+
+/// Maintenance a table's thresholds call for now (level-triggered: nothing when none
+/// is crossed). Planned after the table's other changes, on the state observed.
+fn diff_maintenance(
+    set: &ManifestSet,
+    t: &Located<TableManifest>,
+    state: &TableState,
+    files: Option<&crate::mutate::SnapshotFiles>,
+    options: &DiffOptions,
+    plan: &mut Plan,
+) {
+    let m = set.maintenance_of(t);
+    let md = &state.metadata;
+    let name = t.table_name();
+    let pending = !options.maintenance_only
+        && plan
+            .changes
+            .iter()
+            .any(|c| c.table() == Some(name.as_str()));
+    if let (Some(spec), Some(files), Some(snapshot_id)) =
+        (&m.compaction, files, md.current_snapshot_id())
+    {
+        match crate::maintain::strategy_supported(spec, !md.default_sort_order().is_unsorted()) {
+            Err(e) => plan.errors.push(t.error_at(
+                "spec.maintenance.compaction",
+                format!("{}: {e}", t.table_name()),
+            )),
+            Ok(()) => {
+                let policy = crate::maintain::CompactionPolicy::resolve(spec, Some(md));
+                let c = crate::maintain::plan_compaction(files, md, &policy);
+                if !c.is_empty() {
+                    if pending {
+                        plan.hints.push(format!(
+                            "{}: compaction ({} files) is planned again after this apply's other changes to the table",
+                            t.table_name(),
+                            c.input_files()
+                        ));
+                    } else {
+                        plan.changes.push(Change::Compact(Box::new(CompactChange {
+                            table: t.table_name(),
+                            manifest: t.file.clone(),
+                            snapshot_id,
+                            policy,
+                            plan: c,
+                        })));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(e) = &m.expire {
+        let (keep_last, max_age_ms) = crate::maintain::retention_of(e);
+        let (_, expired, expired_tags) = crate::maintain::expiry_selection(
+            md,
+            keep_last,
+            max_age_ms,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        if !expired.is_empty() || !expired_tags.is_empty() {
+            plan.changes.push(Change::Expire(Box::new(ExpireChange {
+                table: t.table_name(),
+                manifest: t.file.clone(),
+                keep_last,
+                max_age_days: (max_age_ms / 86_400_000) as u64,
+                tags_kept: crate::maintain::tags_kept(md, &expired_tags),
+                snapshots: expired,
+                expired_tags,
+            })));
+        }
+    }
+    for (block, on) in [
+        ("manifests", m.manifests.is_some()),
+        ("orphans", m.orphans.is_some()),
+    ] {
+        if on {
+            plan.hints.push(format!(
+                "{}: maintenance.{block} is not run by this version of lakectl yet (only compaction and expire are)",
+                t.table_name()
+            ));
+        }
+    }
 }
 
 fn diff_source(

@@ -50,6 +50,17 @@ pub fn summary_line(plan: &Plan) -> String {
     if files > 0 {
         let _ = write!(s, ", {files} file(s) to ingest ({})", human_size(bytes));
     }
+    let compact: usize = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            super::Change::Compact(c) => Some(c.plan.input_files()),
+            _ => None,
+        })
+        .sum();
+    if compact > 0 {
+        let _ = write!(s, ", {compact} file(s) to compact");
+    }
     s.push('.');
     s
 }
@@ -181,6 +192,69 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 out.push('\n');
             }
             Change::Mutation(m) => mutation_text(&mut out, m, style),
+            Change::Compact(c) => {
+                let deletes = if c.plan.dropped_deletes.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", {} delete file(s) applied and dropped",
+                        c.plan.dropped_deletes.len()
+                    )
+                };
+                let _ = writeln!(
+                    out,
+                    "{} compact {}: {} files ({}) → {} in {} partition(s){deletes}  {}",
+                    style.yellow("~"),
+                    style.bold(&c.table),
+                    c.plan.input_files(),
+                    human_size(c.plan.input_bytes()),
+                    c.plan.estimated_outputs(),
+                    c.plan.groups.len(),
+                    style.dim(&format!("({})", c.manifest.display()))
+                );
+                for g in c.plan.groups.iter().take(10) {
+                    let part = if g.partition.is_empty() {
+                        "(unpartitioned)".to_string()
+                    } else {
+                        g.partition.clone()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {part}: {} files ({}, {} rows) → {}",
+                        g.files.len(),
+                        human_size(g.bytes),
+                        g.records,
+                        g.estimated_outputs
+                    );
+                }
+                if c.plan.groups.len() > 10 {
+                    let _ = writeln!(
+                        out,
+                        "    … and {} more partition(s)",
+                        c.plan.groups.len() - 10
+                    );
+                }
+                out.push('\n');
+            }
+            Change::Expire(e) => {
+                let tags = if e.expired_tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} tag(s) past their age", e.expired_tags.len())
+                };
+                let _ = writeln!(
+                    out,
+                    "{} expire {} snapshot(s) of {} ({} tag(s) kept{tags}; keepLast {}, maxSnapshotAgeDays {})  {}",
+                    style.red("-"),
+                    e.snapshots.len(),
+                    style.bold(&e.table),
+                    e.tags_kept,
+                    e.keep_last,
+                    e.max_age_days,
+                    style.dim(&format!("({})", e.manifest.display()))
+                );
+                out.push('\n');
+            }
             Change::Revert(r) => {
                 let _ = writeln!(
                     out,
@@ -454,6 +528,28 @@ pub fn json(plan: &Plan) -> serde_json::Value {
                 if let Some(o) = v.as_object_mut() {
                     o.insert("action".into(), json!("revert"));
                     o.insert("kind".into(), json!("table"));
+                }
+                v
+            }
+            Change::Compact(c) => {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("action".into(), json!("compact"));
+                    o.insert("kind".into(), json!("maintenance"));
+                    o.insert("input_files".into(), json!(c.plan.input_files()));
+                    o.insert("input_bytes".into(), json!(c.plan.input_bytes()));
+                    o.insert(
+                        "estimated_outputs".into(),
+                        json!(c.plan.estimated_outputs()),
+                    );
+                }
+                v
+            }
+            Change::Expire(e) => {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("action".into(), json!("expire"));
+                    o.insert("kind".into(), json!("maintenance"));
                 }
                 v
             }

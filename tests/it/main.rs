@@ -9,6 +9,7 @@ mod defects;
 mod drift;
 mod evolve;
 mod ingest;
+mod maintain;
 mod mutate;
 mod oracle;
 mod s3;

@@ -1,0 +1,266 @@
+//! Declared maintenance: compaction (with other engines' delete files) and expiry,
+//! planned and applied like any change; independent readers agree before and after.
+
+use serde_json::{json, Value};
+
+use crate::common::{orders, read_both, spark_sql, text, Project};
+use crate::mutate::query;
+
+fn write(p: &Project, rel: &str, body: &str) {
+    let path = p.root().join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, body).unwrap();
+}
+
+const COLUMNS: &str = "  columns:\n    - {name: id, type: long}\n    - {name: ts, type: timestamptz}\n    - {name: v, type: long}\n  sources:\n    - name: csv\n      uri: ../data/*.csv\n";
+
+/// `n` CSVs of 30 rows each over three days, each ingested by its own apply (so every
+/// partition gets `n` small files).
+fn small_files(p: &Project, n: usize) {
+    for f in 0..n {
+        let mut body = String::from("id,ts,v\n");
+        for r in 0..30 {
+            let id = f * 100 + r;
+            body.push_str(&format!(
+                "{id},2024-03-0{}T10:00:00Z,{}\n",
+                r % 3 + 1,
+                id * 7
+            ));
+        }
+        write(p, &format!("data/{f:03}.csv"), &body);
+        p.apply_ok();
+    }
+}
+
+fn totals(p: &Project) -> Value {
+    query(
+        p,
+        "select count(*) as n, sum(v) as s, count(distinct id) as d from shop.orders",
+        None,
+    )[0]
+    .clone()
+}
+
+async fn live_data_files(p: &Project) -> (usize, String) {
+    let md = p.table("shop.orders").await.metadata;
+    let s = md.current_snapshot().unwrap().summary();
+    (
+        s.additional_properties["total-data-files"].parse().unwrap(),
+        s.additional_properties
+            .get("total-delete-files")
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn compaction_rewrites_small_files_per_partition_and_keeps_every_row() {
+    let p = Project::new();
+    let partitioned = format!("{COLUMNS}  partitioning:\n    - {{column: ts, transform: day}}\n");
+    p.write("orders.yaml", &orders(&partitioned));
+    small_files(&p, 6);
+    let before = totals(&p);
+    assert_eq!(before["n"], json!(180));
+    assert_eq!(live_data_files(&p).await.0, 18);
+
+    // Declared: planned only once a threshold is crossed.
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{partitioned}  maintenance:\n    compaction:\n      minInputFiles: 7\n"
+        )),
+    );
+    let (code, plan) = p.plan();
+    assert_eq!(
+        code, 0,
+        "6 small files per partition is under minInputFiles 7:\n{plan}"
+    );
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{partitioned}  maintenance:\n    compaction:\n      minInputFiles: 5\n"
+        )),
+    );
+    let (code, plan) = p.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("~ compact shop.orders: 18 files") && plan.contains("→ 3 in 3 partition(s)"),
+        "{plan}"
+    );
+    assert!(plan.contains("18 file(s) to compact"), "{plan}");
+    let json_plan = p.run(&["plan", "manifests", "--output", "json"]);
+    let v: Value = serde_json::from_slice(&json_plan.stdout).expect("json plan");
+    let c = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "compact")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(c["input_files"], json!(18), "{c}");
+
+    let out = p.apply_converges();
+    assert!(out.contains("compact shop.orders"), "{out}");
+    assert_eq!(live_data_files(&p).await.0, 3, "one file per partition");
+    assert_eq!(totals(&p), before, "rows unchanged");
+    let md = p.table("shop.orders").await.metadata;
+    let snap = md.current_snapshot().unwrap();
+    assert_eq!(snap.summary().operation.as_str(), "replace");
+    assert_eq!(
+        snap.summary().additional_properties["lakectl.change"],
+        "compact"
+    );
+    // Every snapshot before and after reads the same with PyIceberg and DuckDB.
+    let both = read_both(&p.catalog_db(), "shop.orders");
+    let counts: Vec<&Value> = both["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["pyiceberg_rows"])
+        .collect();
+    assert_eq!(counts.last().unwrap(), &&json!(180), "{both}");
+    assert_eq!(counts[counts.len() - 2], &json!(180), "{both}");
+    // Old snapshots still read their own files.
+    let first = md
+        .snapshots()
+        .filter(|s| {
+            s.summary()
+                .additional_properties
+                .get("lakectl.change")
+                .map(String::as_str)
+                == Some("ingest")
+        })
+        .map(|s| s.snapshot_id())
+        .min_by_key(|id| md.snapshot_by_id(*id).unwrap().sequence_number())
+        .unwrap();
+    let r = query(
+        &p,
+        "select count(*) as n from shop.orders",
+        Some(&first.to_string()),
+    );
+    assert_eq!(r[0]["n"], json!(30));
+}
+
+#[tokio::test]
+async fn compaction_applies_and_drops_spark_merge_on_read_deletes() {
+    let p = Project::new();
+    p.write("orders.yaml", &orders(COLUMNS));
+    small_files(&p, 3);
+    let warehouse = p.root().join(".lakectl/warehouse");
+    spark_sql(
+        &p.catalog_db(),
+        &warehouse,
+        &[
+            "ALTER TABLE lk.shop.orders SET TBLPROPERTIES ('write.delete.mode'='merge-on-read', 'format-version'='2')",
+            "DELETE FROM lk.shop.orders WHERE id % 10 = 3",
+        ],
+    );
+    let (_, deletes) = live_data_files(&p).await;
+    assert_ne!(deletes, "0", "Spark wrote position deletes");
+    let expected = totals(&p);
+    assert_eq!(expected["n"], json!(81), "{expected}");
+
+    // A mutation refuses merge-on-read files; compaction folds the deletes in.
+    p.write(
+        "orders.yaml",
+        &orders(&format!("{COLUMNS}  maintenance:\n    compaction: {{}}\n")),
+    );
+    let (code, plan) = p.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("delete file(s) applied and dropped"),
+        "{plan}"
+    );
+    p.apply_converges();
+    let (files, deletes) = live_data_files(&p).await;
+    assert_eq!((files, deletes.as_str()), (1, "0"));
+    assert_eq!(totals(&p), expected);
+    let spark = spark_sql(
+        &p.catalog_db(),
+        &warehouse,
+        &["SELECT count(*) AS n, sum(v) AS s FROM lk.shop.orders"],
+    );
+    assert_eq!(spark["rows"][0]["n"], expected["n"], "{spark}");
+    assert_eq!(spark["rows"][0]["s"], expected["s"], "{spark}");
+    read_both(&p.catalog_db(), "shop.orders");
+
+    // Copy-on-write mutations work again.
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{COLUMNS}  maintenance:\n    compaction: {{}}\n  mutations:\n    - name: zero\n      maxRowsChanged: 1\n      update:\n        where: id = 1\n        set: {{v: \"0\"}}\n"
+        )),
+    );
+    let out = p.apply_converges();
+    assert!(out.contains("1 row(s) changed"), "{out}");
+}
+
+#[tokio::test]
+async fn maintenance_expire_and_lakehouse_defaults_field_by_field() {
+    let p = Project::new();
+    p.write(
+        "lakehouse.yaml",
+        "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata:\n  name: lake\nspec:\n  catalog:\n    type: sql\n    uri: sqlite:../.lakectl/catalog.db\n  warehouse: ../.lakectl/warehouse\n  maintenance:\n    expire:\n      keepLast: 50\n      maxSnapshotAgeDays: 0\n",
+    );
+    p.write("orders.yaml", &orders(COLUMNS));
+    small_files(&p, 4);
+    let n = p.table("shop.orders").await.metadata.snapshots().count();
+    assert_eq!(n, 5, "create + 4 ingests");
+    let (code, plan) = p.plan();
+    assert_eq!(
+        code, 0,
+        "keepLast 50 from the Lakehouse keeps them:\n{plan}"
+    );
+    // The table overrides keepLast alone; maxSnapshotAgeDays 0 comes from the Lakehouse.
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{COLUMNS}  maintenance:\n    expire:\n      keepLast: 2\n"
+        )),
+    );
+    let (code, plan) = p.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("- expire 3 snapshot(s) of shop.orders"),
+        "{plan}"
+    );
+    let before = totals(&p);
+    p.apply_converges();
+    assert_eq!(p.table("shop.orders").await.metadata.snapshots().count(), 2);
+    assert_eq!(totals(&p), before);
+    // The ledger outlives the expired snapshots: nothing is ingested again.
+    let (code, plan) = p.plan();
+    assert_eq!(code, 0, "{plan}");
+    let out = p.run(&["maintain", "--manifests", "manifests", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("No maintenance"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn maintain_runs_maintenance_alone_and_dry_run_changes_nothing() {
+    let p = Project::new();
+    p.write("orders.yaml", &orders(COLUMNS));
+    small_files(&p, 5);
+    write(&p, "data/999.csv", "id,ts,v\n9999,2024-03-01T00:00:00Z,1\n");
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{COLUMNS}  maintenance:\n    compaction: {{minInputFiles: 5}}\n"
+        )),
+    );
+    // The plan holds an ingest and (on the state before it) no compaction yet.
+    let out = p.run(&["maintain", "--manifests", "manifests", "--dry-run"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("~ compact shop.orders: 5 files"), "{t}");
+    assert!(
+        !t.contains("ingest"),
+        "maintain leaves other changes alone:\n{t}"
+    );
+    assert_eq!(live_data_files(&p).await.0, 5, "dry run");
+    let out = p.run(&["maintain", "shop.orders", "--manifests", "manifests"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(live_data_files(&p).await.0, 1);
+    let (code, plan) = p.plan();
+    assert_eq!(code, 2, "the new file is still to ingest:\n{plan}");
+    assert!(plan.contains("+ ingest ../data/999.csv"), "{plan}");
+}
