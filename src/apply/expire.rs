@@ -164,14 +164,9 @@ async fn prepare(
                 archive.changes.push(id.clone());
             }
         }
-        if let Some(files) = props
-            .get(ledger::INGESTED)
-            .and_then(|j| serde_json::from_str::<Vec<ledger::IngestedFile>>(j).ok())
-        {
-            for f in files {
-                archive.ingested.retain(|x| x.path != f.path);
-                archive.ingested.push(f);
-            }
+        for f in ledger::ingested_of(props) {
+            archive.ingested.retain(|x| x.path != f.path);
+            archive.ingested.push(f);
         }
     }
     e.archived_changes = archive.changes.len() - before;

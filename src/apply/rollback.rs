@@ -144,11 +144,10 @@ async fn prepare(
         if a.change_id.is_empty() || new_changes.contains(&a.change_id) {
             continue;
         }
-        let files = props
-            .get(ledger::INGESTED)
-            .and_then(|j| serde_json::from_str::<Vec<crate::lake::ledger::IngestedFile>>(j).ok())
-            .map(|v| v.into_iter().map(|f| f.path).collect())
-            .unwrap_or_default();
+        let files = ledger::ingested_of(props)
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
         let h = ledger::HeldBack {
             change_id: a.change_id.clone(),
             change: a.change.clone(),

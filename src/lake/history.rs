@@ -43,11 +43,10 @@ pub fn history(md: &TableMetadata) -> Vec<HistoryEntry> {
         .map(|s| {
             let props = &s.summary().additional_properties;
             let num = |k: &str| props.get(k).and_then(|v| v.parse::<u64>().ok());
-            let ingested = props
-                .get(ledger::INGESTED)
-                .and_then(|j| serde_json::from_str::<Vec<ledger::IngestedFile>>(j).ok())
-                .map(|v| v.into_iter().map(|f| f.path).collect())
-                .unwrap_or_default();
+            let ingested = ledger::ingested_of(props)
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
             HistoryEntry {
                 snapshot_id: s.snapshot_id(),
                 parent_id: s.parent_snapshot_id(),

@@ -160,6 +160,21 @@ pub struct LedgerSources {
     pub inline: Vec<(Option<String>, Vec<IngestedFile>)>,
     /// The archive of `lakectl expire`.
     pub archive: Archive,
+    /// `file` is the table property's (no ancestor named one): the chain is read from
+    /// its newest file that belongs to the snapshot's history (see [`Self::belongs`]).
+    pub from_property: bool,
+    /// The snapshot and its ancestors still in the metadata.
+    pub ancestors: std::collections::HashSet<i64>,
+}
+
+impl LedgerSources {
+    /// Whether a ledger file of `snapshot_id` is part of the history read: that
+    /// snapshot is an ancestor (or the snapshot itself), or no longer in the metadata
+    /// (expired). A file of a snapshot off this history (left behind by a rollback)
+    /// is not.
+    pub fn belongs(&self, md: &TableMetadata, snapshot_id: i64) -> bool {
+        self.ancestors.contains(&snapshot_id) || md.snapshot_by_id(snapshot_id).is_none()
+    }
 }
 
 /// Where the ledger of snapshot `at` of `md` lives (see the module doc).
@@ -173,15 +188,13 @@ pub fn sources_at(md: &TableMetadata, at: Option<i64>) -> LedgerSources {
         let Some(s) = md.snapshot_by_id(id) else {
             break; // expired (by lakectl: the archive has it)
         };
+        out.ancestors.insert(id);
         let props = &s.summary().additional_properties;
         if let Some(file) = props.get(LEDGER) {
             out.file = Some(file.clone());
             break;
         }
-        let files = props
-            .get(INGESTED)
-            .and_then(|j| serde_json::from_str::<Vec<IngestedFile>>(j).ok())
-            .unwrap_or_default();
+        let files = ingested_of(props);
         if props.contains_key(CHANGE_ID) || !files.is_empty() {
             out.inline.push((props.get(CHANGE_ID).cloned(), files));
         }
@@ -192,6 +205,7 @@ pub fn sources_at(md: &TableMetadata, at: Option<i64>) -> LedgerSources {
     // table property's file stands in for them.
     if out.file.is_none() {
         out.file = md.properties().get(LEDGER).cloned();
+        out.from_property = out.file.is_some();
     }
     out.inline.reverse();
     out
@@ -333,6 +347,14 @@ pub fn archive(metadata: &TableMetadata) -> Archive {
 /// Summary key listing the files an ingest snapshot appended (JSON array of
 /// [`IngestedFile`]).
 pub const INGESTED: &str = "lakectl.ingested";
+/// The files a snapshot summary lists as ingested (`lakectl.ingested`), none if absent.
+pub fn ingested_of(props: &HashMap<String, String>) -> Vec<IngestedFile> {
+    props
+        .get(INGESTED)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
+}
+
 /// Summary key naming the source of an ingest snapshot.
 pub const SOURCE: &str = "lakectl.source";
 /// Summary key with the number of rows `onError: skip` rejected.

@@ -396,9 +396,21 @@ impl Lake {
         md: &TableMetadata,
         at: Option<i64>,
     ) -> Result<ledger::Ledger, LakeError> {
-        let sources = ledger::sources_at(md, at);
+        let mut sources = ledger::sources_at(md, at);
         let mut chain = Vec::new();
         let mut next = sources.file.clone();
+        if sources.from_property {
+            // The property names `main`'s newest file; skip those of snapshots off the
+            // history of `at` (a rollback target older than them).
+            while let Some(path) = next.clone() {
+                let file = self.ledger_file(&path).await?;
+                if sources.belongs(md, file.snapshot_id) {
+                    break;
+                }
+                next = file.parent.clone();
+            }
+            sources.file = next.clone();
+        }
         while let Some(path) = next {
             let file = self.ledger_file(&path).await?;
             next = file.parent.clone();
@@ -420,7 +432,9 @@ impl Lake {
         }
         let bytes =
             self.file_io.new_input(path)?.read().await.map_err(|e| {
-                LakeError::Unsupported(format!("cannot read ledger file {path}: {e}"))
+                LakeError::Unsupported(format!(
+                    "cannot read ledger file {path} (lakectl's record of the files it ingested and the changes it applied; an orphan-file cleanup must leave metadata/lakectl-ledger-*.json alone): {e}"
+                ))
             })?;
         let file: ledger::LedgerFile = serde_json::from_slice(&bytes)
             .map_err(|e| LakeError::Unsupported(format!("ledger file {path}: {e}")))?;
@@ -472,11 +486,14 @@ impl Lake {
     /// the table property `lakectl.ledger` names the file, so an expiry of the
     /// snapshots by any engine leaves it. A held-back change (`lakectl.held-back`) that
     /// lands again is released by the commit that applies it, never before.
+    ///
+    /// Returns the updates and the ledger files written (to remove if the commit fails).
     async fn record_ledger(
         &self,
         base: &TableMetadata,
         updates: Vec<TableUpdate>,
-    ) -> Result<Vec<TableUpdate>, CommitError> {
+    ) -> Result<(Vec<TableUpdate>, Vec<String>), CommitError> {
+        let mut written = Vec::new();
         use iceberg::spec::{Snapshot, Summary};
         let added: std::collections::HashSet<i64> = updates
             .iter()
@@ -511,10 +528,7 @@ impl Lake {
                 out.push(u);
                 continue;
             };
-            let ingested: Vec<ledger::IngestedFile> = props
-                .get(ledger::INGESTED)
-                .and_then(|j| serde_json::from_str(j).ok())
-                .unwrap_or_default();
+            let ingested = ledger::ingested_of(props);
             // A held-back change that lands again is released in this same commit.
             held.retain(|h| {
                 h.change_id != change_id
@@ -527,9 +541,11 @@ impl Lake {
             let file =
                 ledger::LedgerFile::after(&before, snapshot.snapshot_id(), change_id, ingested);
             let path = self.write_ledger_file(base, file).await?;
+            written.push(path.clone());
             let mut summary = props.clone();
             summary.insert(ledger::LEDGER.to_string(), path.clone());
-            let rebuilt = Snapshot::builder()
+            // The same snapshot, every field copied, with the ledger file named.
+            let b = Snapshot::builder()
                 .with_snapshot_id(snapshot.snapshot_id())
                 .with_parent_snapshot_id(snapshot.parent_snapshot_id())
                 .with_sequence_number(snapshot.sequence_number())
@@ -540,7 +556,11 @@ impl Lake {
                     additional_properties: summary,
                 })
                 .schema_id_opt(snapshot.schema_id())
-                .build();
+                .with_encryption_key_id(snapshot.encryption_key_id().map(str::to_string));
+            let rebuilt = match snapshot.row_range() {
+                Some((first, added)) => b.with_row_range(first, added).build(),
+                None => b.build(),
+            };
             out.push(TableUpdate::AddSnapshot { snapshot: rebuilt });
             pointer = Some(path);
         }
@@ -550,7 +570,9 @@ impl Lake {
                 Some((path, _)) => path,
                 None => {
                     let file = ledger::LedgerFile::checkpoint(&at, target);
-                    self.write_ledger_file(base, file).await?
+                    let path = self.write_ledger_file(base, file).await?;
+                    written.push(path.clone());
+                    path
                 }
             });
         }
@@ -567,7 +589,14 @@ impl Lake {
         if !props.is_empty() {
             out.push(TableUpdate::SetProperties { updates: props });
         }
-        Ok(out)
+        Ok((out, written))
+    }
+
+    /// Best effort: ledger files of a commit that did not land are unreferenced.
+    async fn remove_unreferenced(&self, files: &[String]) {
+        for f in files {
+            let _ = self.file_io.delete(f).await;
+        }
     }
 
     /// The one commit path; see the module doc.
@@ -580,11 +609,19 @@ impl Lake {
         let catalog = match &self.backend {
             Backend::Sql(c) => c,
             Backend::Rest(c) => {
-                let updates = match self.load_table(ident).await? {
+                let (updates, written) = match self.load_table(ident).await? {
                     Some(current) => self.record_ledger(&current.metadata, updates).await?,
-                    None => updates,
+                    None => (updates, Vec::new()),
                 };
-                let (location, metadata) = c.commit(ident, requirements, &updates).await?;
+                let (location, metadata) = match c.commit(ident, requirements, &updates).await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        if matches!(e, CommitError::Conflict(_)) {
+                            self.remove_unreferenced(&written).await;
+                        }
+                        return Err(e);
+                    }
+                };
                 return Ok(TableState {
                     ident: ident.clone(),
                     metadata,
@@ -600,7 +637,7 @@ impl Lake {
             r.check(Some(&current.metadata))
                 .map_err(|e| CommitError::Conflict(e.message().to_string()))?;
         }
-        let updates = self.record_ledger(&current.metadata, updates).await?;
+        let (updates, written) = self.record_ledger(&current.metadata, updates).await?;
         let mut builder = current
             .metadata
             .clone()
@@ -622,8 +659,9 @@ impl Lake {
             )
             .await?;
         if !swapped {
-            // Best effort: the file is unreferenced; a failure to delete leaves an orphan.
+            // Best effort: the files are unreferenced; a failure to delete leaves orphans.
             let _ = self.file_io.delete(&new_location).await;
+            self.remove_unreferenced(&written).await;
             return Err(CommitError::Conflict(format!(
                 "{ident} changed while committing (metadata is no longer {})",
                 current.metadata_location

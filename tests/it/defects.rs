@@ -696,3 +696,41 @@ fn totals_ids(p: &Project) -> i64 {
         .as_i64()
         .unwrap()
 }
+
+#[tokio::test]
+async fn rollback_to_a_foreign_snapshot_after_expiry_holds_back_and_reapplies_the_ingest() {
+    // Only another writer's snapshot R is left; lakectl ingests on top of it, then
+    // rolls back to R: the ledger at R must not list that ingest.
+    let p = ingest_and_mutate_project();
+    let db = p.catalog_db();
+    let script = crate::common::oracle_dir().join("pyiceberg_alter.py");
+    for op in [
+        &["append", r#"[{"id": 1000, "qty": 1000}]"#][..],
+        &["expire-others"][..],
+    ] {
+        let mut args = vec![
+            script.as_os_str(),
+            db.as_os_str(),
+            "lakectl".as_ref(),
+            "shop.orders".as_ref(),
+        ];
+        args.extend(op.iter().map(|a| std::ffi::OsStr::new(*a)));
+        crate::common::py(&args);
+    }
+    let r = p.table("shop.orders").await.metadata.current_snapshot_id().unwrap();
+    let at_r = totals(&p);
+    write(&p, "data/c.csv", "id,qty\n2000,5\n");
+    p.apply_converges();
+    assert_eq!(totals(&p), (at_r.0 + 1, at_r.1 + 5));
+    let out = p.run(&["rollback", "shop.orders", "--to", &r.to_string(), "--manifests", "manifests"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(totals(&p), at_r);
+    let (code, plan) = p.plan();
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan.contains("held back"), "{plan}");
+    let id = held_id(&p, "source:").await;
+    let out = p.run(&["apply", "manifests", "--reapply", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("already applied"), "{}", text(&out));
+    assert_eq!(totals(&p), (at_r.0 + 1, at_r.1 + 5), "the ingest is back");
+}
