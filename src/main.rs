@@ -480,12 +480,15 @@ async fn make_plan(
         eprintln!("error: {e}");
         1u8
     })?;
-    let actual = plan::observe(lake.as_ref(), &set, &config)
+    let mut actual = plan::observe(lake.as_ref(), &set, &config)
         .await
         .map_err(|e| {
             eprintln!("error: {e}");
             1u8
         })?;
+    if let Some(lake) = &lake {
+        plan::observe_orphans(lake, &set, &mut actual, None).await;
+    }
     Ok((plan::diff_with(&set, &actual, config, options), lake, set))
 }
 
@@ -651,6 +654,20 @@ async fn apply_with(
                             String::new()
                         }
                     )
+                })
+                .or_else(|| {
+                    a.orphans.as_ref().map(|o| {
+                        format!(
+                            ": {} file(s) ({}) deleted{}",
+                            o.files_removed,
+                            lakectl::ingest::files::human_size(o.bytes_removed),
+                            if o.kept > 0 {
+                                format!(", {} kept (referenced since, or not deletable)", o.kept)
+                            } else {
+                                String::new()
+                            }
+                        )
+                    })
                 })
                 .or_else(|| {
                     a.expiry.as_ref().map(|e| {

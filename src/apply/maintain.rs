@@ -18,7 +18,7 @@ use iceberg::TableUpdate;
 use super::ApplyError;
 use crate::lake::snapshot::{main_branch, replace_snapshot};
 use crate::lake::{Annotation, CommitError, Lake, LakeError, TableState};
-use crate::plan::CompactChange;
+use crate::plan::{CompactChange, OrphansChange};
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -171,4 +171,47 @@ pub async fn apply_compaction(
             "compaction gave up after {ATTEMPTS} attempts: other writers kept committing"
         )),
     })
+}
+
+/// What an orphan removal did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OrphansOutcome {
+    pub files_removed: usize,
+    pub bytes_removed: u64,
+    /// Planned files that were no longer orphans (a commit referenced them since) or
+    /// could not be deleted.
+    pub kept: usize,
+}
+
+/// Deletes the orphan files of `c.table` that are still orphans: they are found again
+/// on the table's fresh metadata, and only files in both lists go.
+pub async fn remove_orphans(lake: &Lake, c: &OrphansChange) -> Result<OrphansOutcome, ApplyError> {
+    let state = lake
+        .load_table(&c.ident())
+        .await?
+        .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
+    let now = crate::maintain::orphans::find(
+        lake,
+        &state.metadata,
+        &state.metadata_location,
+        c.older_than_hours,
+    )
+    .await
+    .map_err(|reason| ApplyError::NoLongerApplies {
+        table: c.table.clone(),
+        reason: format!("orphan files: {reason}; nothing was deleted"),
+    })?;
+    let planned: std::collections::HashSet<&String> = c.files.iter().collect();
+    let mut out = OrphansOutcome::default();
+    for f in now.iter().filter(|f| planned.contains(&f.path)) {
+        match lake.file_io().delete(&f.path).await {
+            Ok(()) => {
+                out.files_removed += 1;
+                out.bytes_removed += f.size;
+            }
+            Err(e) => tracing::warn!("could not delete {}: {e}", f.path),
+        }
+    }
+    out.kept = c.files.len() - out.files_removed;
+    Ok(out)
 }

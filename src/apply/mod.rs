@@ -85,6 +85,8 @@ pub struct Applied {
     pub compaction: Option<maintain::CompactOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expiry: Option<expire::Expiry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphans: Option<maintain::OrphansOutcome>,
 }
 
 impl Applied {
@@ -128,6 +130,7 @@ pub async fn apply(
                     mutation: None,
                     compaction: None,
                     expiry: None,
+                    orphans: None,
                 }
             }
             Change::Table(t) => {
@@ -146,6 +149,7 @@ pub async fn apply(
                     mutation: None,
                     compaction: None,
                     expiry: None,
+                    orphans: None,
                 }
             }
             Change::Ingest(c) => {
@@ -159,6 +163,7 @@ pub async fn apply(
                     mutation: None,
                     compaction: None,
                     expiry: None,
+                    orphans: None,
                 }
             }
             Change::Revert(r) => {
@@ -178,6 +183,7 @@ pub async fn apply(
                     mutation: None,
                     compaction: None,
                     expiry: None,
+                    orphans: None,
                 }
             }
             Change::Mutation(m) => {
@@ -191,6 +197,7 @@ pub async fn apply(
                     mutation: Some(outcome),
                     compaction: None,
                     expiry: None,
+                    orphans: None,
                 }
             }
             Change::Compact(c) => {
@@ -204,6 +211,7 @@ pub async fn apply(
                     mutation: None,
                     compaction: Some(outcome),
                     expiry: None,
+                    orphans: None,
                 }
             }
             Change::Expire(e) => {
@@ -221,6 +229,21 @@ pub async fn apply(
                     mutation: None,
                     compaction: None,
                     expiry: Some(done),
+                    orphans: None,
+                }
+            }
+            Change::RemoveOrphans(o) => {
+                let outcome = maintain::remove_orphans(lake, o).await?;
+                Applied {
+                    change: "remove-orphans".into(),
+                    target: o.table.clone(),
+                    snapshot_id: None,
+                    metadata_location: None,
+                    ingest: None,
+                    mutation: None,
+                    compaction: None,
+                    expiry: None,
+                    orphans: Some(outcome),
                 }
             }
         };

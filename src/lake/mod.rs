@@ -426,7 +426,10 @@ impl Lake {
         Ok(ledger::assemble(sources, &chain))
     }
 
-    async fn ledger_file(&self, path: &str) -> Result<Arc<ledger::LedgerFile>, LakeError> {
+    pub(crate) async fn ledger_file(
+        &self,
+        path: &str,
+    ) -> Result<Arc<ledger::LedgerFile>, LakeError> {
         if let Some(f) = self.ledger_files.lock().expect("ledger cache").get(path) {
             return Ok(f.clone());
         }

@@ -19,6 +19,8 @@
 //! again, and a concurrent commit fails the commit (it requires `main` as read), so no
 //! newer delete is missed; the caller then plans again on fresh state.
 
+pub mod orphans;
+
 use std::collections::{HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};

@@ -402,6 +402,11 @@ impl ManifestSet {
             }
         }
         for l in &self.lakehouses {
+            validate_maintenance(
+                &l.value.spec.maintenance,
+                &|path, message| l.error_at(path, message),
+                &mut errors,
+            );
             if let Err(e) = resolve_lakehouse(&self.dir, Some(l)) {
                 errors.extend(e.0);
             }
@@ -433,8 +438,51 @@ fn valid_identifier(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// `spec.maintenance` of a table or a Lakehouse: the values it must have.
+fn validate_maintenance(
+    m: &MaintenanceSpec,
+    error_at: &dyn Fn(&str, String) -> Diagnostic,
+    errors: &mut Vec<Diagnostic>,
+) {
+    if let Some(h) = m.orphans.as_ref().and_then(|o| o.older_than_hours) {
+        if h < 1 {
+            errors.push(error_at(
+                "spec.maintenance.orphans.olderThanHours",
+                format!("olderThanHours must be at least 1, not {h}: a younger file may belong to a commit in flight"),
+            ));
+        }
+    }
+    if let Some(every) = &m.every {
+        if let Err(e) = humantime::parse_duration(every) {
+            errors.push(error_at(
+                "spec.maintenance.every",
+                format!("every: `{every}` is not a duration like `1h` or `30m`: {e}"),
+            ));
+        }
+    }
+    if let Some(c) = &m.compaction {
+        if c.target_file_size_bytes == Some(0) {
+            errors.push(error_at(
+                "spec.maintenance.compaction.targetFileSizeBytes",
+                "targetFileSizeBytes must be positive".into(),
+            ));
+        }
+        if c.min_input_files.is_some_and(|n| n < 2) {
+            errors.push(error_at(
+                "spec.maintenance.compaction.minInputFiles",
+                "minInputFiles must be at least 2 (one file is already compact)".into(),
+            ));
+        }
+    }
+}
+
 fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
     let m = &t.value;
+    validate_maintenance(
+        &m.spec.maintenance,
+        &|path, message| t.error_at(path, message),
+        errors,
+    );
     if !valid_identifier(&m.metadata.name) {
         errors.push(t.error_at(
             "metadata.name",

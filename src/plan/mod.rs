@@ -51,6 +51,40 @@ pub struct Actual {
     pub files: HashMap<String, crate::mutate::SnapshotFiles>,
     /// Per table: its ledger (changes applied, files ingested).
     pub ledgers: HashMap<String, ledger::Ledger>,
+    /// Per table with `maintenance.orphans`, when looked for ([`observe_orphans`]):
+    /// its orphan files, or why they could not be found.
+    pub orphans: HashMap<String, Result<Vec<crate::maintain::orphans::ListedFile>, String>>,
+}
+
+/// Looks for the orphan files of every table that declares `maintenance.orphans`
+/// (lists the table location and walks all its metadata: `plan`, `apply` and
+/// `maintain` do it each run, `watch` when the table's maintenance is due).
+pub async fn observe_orphans(
+    lake: &Lake,
+    set: &ManifestSet,
+    actual: &mut Actual,
+    only: Option<&str>,
+) {
+    for t in &set.tables {
+        let name = t.table_name();
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let Some(o) = set.maintenance_of(t).orphans else {
+            continue;
+        };
+        let Some(state) = actual.tables.get(&name) else {
+            continue;
+        };
+        let found = crate::maintain::orphans::find(
+            lake,
+            &state.metadata,
+            &state.metadata_location,
+            o.older_than_hours.unwrap_or(72),
+        )
+        .await;
+        actual.orphans.insert(name, found);
+    }
 }
 
 /// A source's files as listed now, each with its state against the ledger, or why
@@ -225,7 +259,7 @@ impl Plan {
                     change += 1;
                     destructive += 1;
                 }
-                Change::Compact(_) | Change::Expire(_) => change += 1,
+                Change::Compact(_) | Change::Expire(_) | Change::RemoveOrphans(_) => change += 1,
             }
         }
         (add, change, 0, destructive)
@@ -248,9 +282,35 @@ pub enum Change {
     Compact(Box<CompactChange>),
     /// `maintenance.expire`: snapshots past the retention removed.
     Expire(Box<ExpireChange>),
+    /// `maintenance.orphans`: files nothing references, older than the window, deleted.
+    RemoveOrphans(Box<OrphansChange>),
+}
+
+/// Deleting a table's orphan files (no commit: nothing references them).
+#[derive(Debug, Clone, Serialize)]
+pub struct OrphansChange {
+    pub table: String,
+    pub manifest: PathBuf,
+    pub older_than_hours: u64,
+    pub files: Vec<String>,
+    pub bytes: u64,
+}
+
+impl OrphansChange {
+    pub fn ident(&self) -> TableIdent {
+        ident_of(&self.table)
+    }
 }
 
 impl Change {
+    /// Compaction, expiry, orphan removal.
+    pub fn is_maintenance(&self) -> bool {
+        matches!(
+            self,
+            Change::Compact(_) | Change::Expire(_) | Change::RemoveOrphans(_)
+        )
+    }
+
     /// The table the change is to (`None` for a namespace).
     pub fn table(&self) -> Option<&str> {
         Some(match self {
@@ -261,6 +321,7 @@ impl Change {
             Change::Revert(c) => &c.table,
             Change::Compact(c) => &c.table,
             Change::Expire(c) => &c.table,
+            Change::RemoveOrphans(c) => &c.table,
         })
     }
 }
@@ -909,12 +970,19 @@ pub fn diff_with(
             })));
         }
         if let Some(state) = state {
-            diff_maintenance(set, t, state, actual.files.get(&name), options, &mut plan);
+            diff_maintenance(
+                set,
+                t,
+                state,
+                actual.files.get(&name),
+                actual.orphans.get(&name),
+                options,
+                &mut plan,
+            );
         }
     }
     if options.maintenance_only {
-        plan.changes
-            .retain(|c| matches!(c, Change::Compact(_) | Change::Expire(_)));
+        plan.changes.retain(Change::is_maintenance);
         plan.held_back.clear();
     }
     plan
@@ -927,6 +995,7 @@ fn diff_maintenance(
     t: &Located<TableManifest>,
     state: &TableState,
     files: Option<&crate::mutate::SnapshotFiles>,
+    orphans: Option<&Result<Vec<crate::maintain::orphans::ListedFile>, String>>,
     options: &DiffOptions,
     plan: &mut Plan,
 ) {
@@ -989,16 +1058,30 @@ fn diff_maintenance(
             })));
         }
     }
-    for (block, on) in [
-        ("manifests", m.manifests.is_some()),
-        ("orphans", m.orphans.is_some()),
-    ] {
-        if on {
-            plan.hints.push(format!(
-                "{}: maintenance.{block} is not run by this version of lakectl yet (only compaction and expire are)",
+    if let (Some(o), Some(found)) = (&m.orphans, orphans) {
+        match found {
+            Ok(files) if !files.is_empty() => {
+                plan.changes
+                    .push(Change::RemoveOrphans(Box::new(OrphansChange {
+                        table: t.table_name(),
+                        manifest: t.file.clone(),
+                        older_than_hours: o.older_than_hours.unwrap_or(72),
+                        bytes: files.iter().map(|f| f.size).sum(),
+                        files: files.iter().map(|f| f.path.clone()).collect(),
+                    })));
+            }
+            Ok(_) => {}
+            Err(e) => plan.hints.push(format!(
+                "{}: orphan files not looked for: {e}",
                 t.table_name()
-            ));
+            )),
         }
+    }
+    if m.manifests.is_some() {
+        plan.hints.push(format!(
+            "{}: maintenance.manifests is not run by this version of lakectl yet",
+            t.table_name()
+        ));
     }
 }
 

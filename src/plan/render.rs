@@ -255,6 +255,25 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 );
                 out.push('\n');
             }
+            Change::RemoveOrphans(o) => {
+                let _ = writeln!(
+                    out,
+                    "{} remove {} orphan file(s) of {} ({}, older than {}h)  {}",
+                    style.red("-"),
+                    o.files.len(),
+                    style.bold(&o.table),
+                    human_size(o.bytes),
+                    o.older_than_hours,
+                    style.dim(&format!("({})", o.manifest.display()))
+                );
+                for f in o.files.iter().take(10) {
+                    let _ = writeln!(out, "    {} {f}", style.red("-"));
+                }
+                if o.files.len() > 10 {
+                    let _ = writeln!(out, "    … and {} more", o.files.len() - 10);
+                }
+                out.push('\n');
+            }
             Change::Revert(r) => {
                 let _ = writeln!(
                     out,
@@ -542,6 +561,14 @@ pub fn json(plan: &Plan) -> serde_json::Value {
                         "estimated_outputs".into(),
                         json!(c.plan.estimated_outputs()),
                     );
+                }
+                v
+            }
+            Change::RemoveOrphans(o) => {
+                let mut v = serde_json::to_value(o).unwrap_or_default();
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("action".into(), json!("remove-orphans"));
+                    obj.insert("kind".into(), json!("maintenance"));
                 }
                 v
             }

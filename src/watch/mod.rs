@@ -63,6 +63,18 @@ pub struct TableStatus {
     pub drift: Vec<String>,
     /// RFC 3339 time of the last reconcile.
     pub last_reconcile: String,
+    /// The last time maintenance was due (`spec.maintenance.every`) and what it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_maintenance: Option<MaintenanceStatus>,
+}
+
+/// When maintenance last ran for a table, and its result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MaintenanceStatus {
+    /// RFC 3339.
+    pub at: String,
+    /// `nothing due`, or what was applied (`compact: 18 file(s) → 3`, …), or the error.
+    pub result: String,
 }
 
 /// The whole status document (`GET /status`).
@@ -131,11 +143,26 @@ struct Counters {
     errors: AtomicU64,
     applied_changes: AtomicU64,
     reconcile_micros: AtomicU64,
+    compacted_files: AtomicU64,
+    compacted_bytes: AtomicU64,
+    orphans_removed: AtomicU64,
 }
 
 struct Shared {
     status: Mutex<Status>,
     counters: Counters,
+    /// Per table, when its maintenance last ran (it runs again after `every`).
+    maintained: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// How often a table's maintenance runs under `watch` (`spec.maintenance.every`,
+/// default 1 hour).
+fn maintenance_every(set: &ManifestSet) -> Duration {
+    set.tables
+        .first()
+        .and_then(|t| set.maintenance_of(t).every)
+        .and_then(|e| humantime::parse_duration(&e).ok())
+        .unwrap_or(Duration::from_secs(3600))
 }
 
 fn now_rfc3339() -> String {
@@ -198,6 +225,7 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
     let shared = Arc::new(Shared {
         status: Mutex::new(Status::default()),
         counters: Counters::default(),
+        maintained: Mutex::new(HashMap::new()),
     });
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -371,7 +399,8 @@ async fn reconcile(lake: &Lake, set: &ManifestSet, shared: &Shared, stop: &Atomi
     true
 }
 
-/// One plan and apply of one table: (succeeded, reverted drift and must plan again).
+/// One plan and apply of one table: (succeeded, must plan again: drift was reverted, or
+/// maintenance waited for the table's other changes).
 async fn reconcile_once(
     lake: &Lake,
     set: &ManifestSet,
@@ -401,6 +430,7 @@ async fn reconcile_once(
         consecutive_failures: 0,
         drift: Vec::new(),
         last_reconcile: now_rfc3339(),
+        last_maintenance: previous.as_ref().and_then(|p| p.last_maintenance.clone()),
     };
     let degraded = |reason: &str, message: String| {
         shared.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -412,14 +442,41 @@ async fn reconcile_once(
             .unwrap_or(1);
         t
     };
-    let actual = match crate::plan::observe(Some(lake), set, &lake.config).await {
+    let mut actual = match crate::plan::observe(Some(lake), set, &lake.config).await {
         Ok(a) => a,
         Err(e) => {
             put(degraded("ObserveFailed", e.to_string()));
             return (false, false);
         }
     };
-    let plan = crate::plan::diff(set, &actual, lake.config.clone());
+    // Maintenance runs once per `every` (the orphan scan lists the whole location).
+    let due = shared
+        .maintained
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&name).map(|t| t.elapsed() >= maintenance_every(set)))
+        .unwrap_or(true);
+    if due {
+        crate::plan::observe_orphans(lake, set, &mut actual, Some(&name)).await;
+    }
+    let mut plan = crate::plan::diff(set, &actual, lake.config.clone());
+    if !due {
+        plan.changes.retain(|c| !c.is_maintenance());
+    }
+    let maintenance_planned = plan.changes.iter().any(|c| c.is_maintenance());
+    // Other changes to the table first: its maintenance is planned again right after
+    // them, on the state they leave (an ingest that crossed a compaction threshold).
+    let declared = !set.maintenance_of(&set.tables[0]).is_default();
+    let deferred = due && declared && plan.changes.iter().any(|c| !c.is_maintenance());
+    let mark_maintained = |result: String| {
+        if let Ok(mut m) = shared.maintained.lock() {
+            m.insert(name.clone(), std::time::Instant::now());
+        }
+        MaintenanceStatus {
+            at: now_rfc3339(),
+            result,
+        }
+    };
     if !plan.errors.is_empty() {
         let msg = plan
             .errors
@@ -448,6 +505,7 @@ async fn reconcile_once(
         })
         .collect();
     if plan.changes.is_empty() {
+        let maintained = due.then(|| mark_maintained("nothing due".into()));
         let mut t = if drift.is_empty() {
             base("Ready", "UpToDate", "the table matches its manifest".into())
         } else {
@@ -462,6 +520,9 @@ async fn reconcile_once(
         };
         t.drift = drift.clone();
         t.held_back = plan.held_back.len();
+        if maintained.is_some() {
+            t.last_maintenance = maintained;
+        }
         put(t);
         return (true, false);
     }
@@ -474,6 +535,7 @@ async fn reconcile_once(
     put(t);
     // Apply change by change, so a stop request waits for the current commit only.
     let mut reverted = false;
+    let mut maintenance_done: Vec<String> = Vec::new();
     for change in &plan.changes {
         if stop.load(Ordering::SeqCst) {
             return (true, false);
@@ -496,6 +558,31 @@ async fn reconcile_once(
                     .counters
                     .applied_changes
                     .fetch_add(landed.min(1) as u64, Ordering::Relaxed);
+                for a in &applied {
+                    if let Some(c) = &a.compaction {
+                        let counters = &shared.counters;
+                        counters
+                            .compacted_files
+                            .fetch_add(c.files_in as u64, Ordering::Relaxed);
+                        counters
+                            .compacted_bytes
+                            .fetch_add(c.bytes_in, Ordering::Relaxed);
+                        maintenance_done
+                            .push(format!("compact: {} file(s) → {}", c.files_in, c.files_out));
+                    }
+                    if let Some(o) = &a.orphans {
+                        shared
+                            .counters
+                            .orphans_removed
+                            .fetch_add(o.files_removed as u64, Ordering::Relaxed);
+                        maintenance_done
+                            .push(format!("remove-orphans: {} file(s)", o.files_removed));
+                    }
+                    if let Some(e) = &a.expiry {
+                        maintenance_done
+                            .push(format!("expire: {} snapshot(s)", e.expired_snapshots.len()));
+                    }
+                }
                 if let Some(id) = applied.iter().rev().find_map(|a| a.snapshot_id) {
                     if let Ok(mut s) = shared.status.lock() {
                         if let Some(t) = s.tables.get_mut(&name) {
@@ -529,8 +616,15 @@ async fn reconcile_once(
     t.held_back = plan.held_back.len();
     t.drift = drift;
     t.last_error = None;
+    if due && !deferred {
+        t.last_maintenance = Some(mark_maintained(if maintenance_planned {
+            maintenance_done.join("; ")
+        } else {
+            "nothing due".into()
+        }));
+    }
     put(t);
-    (true, reverted)
+    (true, reverted || deferred)
 }
 
 fn joined(d: &crate::manifest::Diagnostics) -> String {
@@ -566,11 +660,14 @@ fn router(shared: Arc<Shared>) -> axum::Router {
 fn metrics(s: &Shared) -> String {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut out = format!(
-        "# TYPE lakectl_reconciles_total counter\nlakectl_reconciles_total {}\n# TYPE lakectl_reconcile_errors_total counter\nlakectl_reconcile_errors_total {}\n# TYPE lakectl_applied_changes_total counter\nlakectl_applied_changes_total {}\n# TYPE lakectl_reconcile_seconds_total counter\nlakectl_reconcile_seconds_total {}\n# TYPE lakectl_pending_changes gauge\n",
+        "# TYPE lakectl_reconciles_total counter\nlakectl_reconciles_total {}\n# TYPE lakectl_reconcile_errors_total counter\nlakectl_reconcile_errors_total {}\n# TYPE lakectl_applied_changes_total counter\nlakectl_applied_changes_total {}\n# TYPE lakectl_reconcile_seconds_total counter\nlakectl_reconcile_seconds_total {}\n# TYPE lakectl_compacted_files_total counter\nlakectl_compacted_files_total {}\n# TYPE lakectl_compacted_bytes_total counter\nlakectl_compacted_bytes_total {}\n# TYPE lakectl_orphan_files_removed_total counter\nlakectl_orphan_files_removed_total {}\n# TYPE lakectl_pending_changes gauge\n",
         g(&s.counters.reconciles),
         g(&s.counters.errors),
         g(&s.counters.applied_changes),
-        g(&s.counters.reconcile_micros) as f64 / 1e6
+        g(&s.counters.reconcile_micros) as f64 / 1e6,
+        g(&s.counters.compacted_files),
+        g(&s.counters.compacted_bytes),
+        g(&s.counters.orphans_removed)
     );
     if let Ok(st) = s.status.lock() {
         for (name, t) in &st.tables {

@@ -717,12 +717,24 @@ async fn rollback_to_a_foreign_snapshot_after_expiry_holds_back_and_reapplies_th
         args.extend(op.iter().map(|a| std::ffi::OsStr::new(*a)));
         crate::common::py(&args);
     }
-    let r = p.table("shop.orders").await.metadata.current_snapshot_id().unwrap();
+    let r = p
+        .table("shop.orders")
+        .await
+        .metadata
+        .current_snapshot_id()
+        .unwrap();
     let at_r = totals(&p);
     write(&p, "data/c.csv", "id,qty\n2000,5\n");
     p.apply_converges();
     assert_eq!(totals(&p), (at_r.0 + 1, at_r.1 + 5));
-    let out = p.run(&["rollback", "shop.orders", "--to", &r.to_string(), "--manifests", "manifests"]);
+    let out = p.run(&[
+        "rollback",
+        "shop.orders",
+        "--to",
+        &r.to_string(),
+        "--manifests",
+        "manifests",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(totals(&p), at_r);
     let (code, plan) = p.plan();

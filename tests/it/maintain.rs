@@ -264,3 +264,190 @@ async fn maintain_runs_maintenance_alone_and_dry_run_changes_nothing() {
     assert_eq!(code, 2, "the new file is still to ingest:\n{plan}");
     assert!(plan.contains("+ ingest ../data/999.csv"), "{plan}");
 }
+
+#[tokio::test]
+async fn orphans_older_than_the_window_go_and_nothing_reachable_does() {
+    let p = Project::new();
+    p.write("orders.yaml", &orders(COLUMNS));
+    small_files(&p, 2);
+    // History that must stay: a tag, a rollback (a snapshot off main), old metadata.
+    let md = p.table("shop.orders").await.metadata;
+    let first = md
+        .snapshots()
+        .filter(|s| {
+            s.summary()
+                .additional_properties
+                .get("lakectl.change")
+                .map(String::as_str)
+                == Some("ingest")
+        })
+        .min_by_key(|s| s.sequence_number())
+        .unwrap()
+        .snapshot_id();
+    let out = p.run(&[
+        "rollback",
+        "shop.orders",
+        "--steps",
+        "1",
+        "--manifests",
+        "manifests",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table_dir = p.root().join(".lakectl/warehouse/shop/orders");
+    // A killed apply's files: old; and one being written now.
+    write(
+        &p,
+        ".lakectl/warehouse/shop/orders/data/killed-0001.parquet",
+        "not a real parquet",
+    );
+    write(
+        &p,
+        ".lakectl/warehouse/shop/orders/metadata/killed-m0.avro",
+        "x",
+    );
+    write(
+        &p,
+        ".lakectl/warehouse/shop/orders/data/in-flight.parquet",
+        "y",
+    );
+    // Everything is old but the in-flight file: only reachability protects the rest.
+    let status = std::process::Command::new("find")
+        .arg(&table_dir)
+        .args([
+            "-type",
+            "f",
+            "!",
+            "-name",
+            "in-flight.parquet",
+            "-exec",
+            "touch",
+            "-d",
+            "3 days ago",
+            "{}",
+            "+",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rows_before = totals(&p);
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{COLUMNS}  maintenance:\n    orphans:\n      olderThanHours: 48\n"
+        )),
+    );
+    let (code, plan) = p.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("- remove 2 orphan file(s) of shop.orders"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("killed-0001.parquet") && plan.contains("killed-m0.avro"),
+        "{plan}"
+    );
+    assert!(!plan.contains("in-flight"), "{plan}");
+    let before: Vec<String> = walk(&table_dir);
+    p.apply_ok();
+    let after: Vec<String> = walk(&table_dir);
+    let gone: Vec<&String> = before.iter().filter(|f| !after.contains(f)).collect();
+    assert_eq!(gone.len(), 2, "{gone:?}");
+    assert!(gone.iter().all(|f| f.contains("killed-")), "{gone:?}");
+    assert!(after.iter().any(|f| f.ends_with("in-flight.parquet")));
+    assert!(
+        after.iter().any(|f| f.contains("lakectl-ledger-")),
+        "ledger files stay"
+    );
+    // Every snapshot still reads, also the one the rollback left behind.
+    assert_eq!(totals(&p), rows_before);
+    let r = query(
+        &p,
+        "select count(*) as n from shop.orders",
+        Some(&first.to_string()),
+    );
+    assert_eq!(r[0]["n"], json!(30));
+    read_both(&p.catalog_db(), "shop.orders");
+    let (code, plan) = p.plan();
+    assert_eq!(code, 0, "the young file is not an orphan yet:\n{plan}");
+
+    // The window has a floor.
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{COLUMNS}  maintenance:\n    orphans:\n      olderThanHours: 0\n"
+        )),
+    );
+    let out = p.run(&["validate", "manifests"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("olderThanHours must be at least 1"),
+        "{}",
+        text(&out)
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("find")
+        .arg(dir)
+        .args(["-type", "f"])
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn watch_compacts_a_table_fed_small_files_by_itself() {
+    let p = Project::new();
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{COLUMNS}  maintenance:\n    compaction: {{minInputFiles: 5}}\n    every: 1s\n"
+        )),
+    );
+    let w = crate::watch::watch(&p, &[]);
+    for f in 0..6 {
+        write(
+            &p,
+            &format!("data/{f:03}.csv"),
+            &format!("id,ts,v\n{f},2024-03-01T00:00:00Z,{f}\n"),
+        );
+        let want = f as i64 + 1;
+        crate::watch::until(&w, "the file is ingested", |_| {
+            let out = p.run(&["query", "select count(*) as n from shop.orders", "--format", "json"]);
+            out.status.success()
+                && serde_json::from_slice::<Value>(&out.stdout)
+                    .is_ok_and(|v| v[0]["n"].as_i64() == Some(want))
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let s = crate::watch::until(&w, "compacted", |s| {
+        s["tables"]["shop.orders"]["last_maintenance"]["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("compact:"))
+    })
+    .await;
+    // Compacted after the 5th or the 6th file (as `every` allowed): 1 or 2 files left.
+    let files = live_data_files(&p).await.0;
+    assert!(files <= 2, "{files} data files: {s}");
+    assert_eq!(totals(&p)["n"], json!(6));
+    let metrics = reqwest::get(format!("{}/metrics", w.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("lakectl_compacted_files_total"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("lakectl_compacted_files_total 0\n"),
+        "{metrics}"
+    );
+}

@@ -15,6 +15,12 @@ pub struct Watcher {
     base: String,
 }
 
+impl Watcher {
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
         let _ = self.child.kill();
