@@ -18,7 +18,7 @@ use iceberg::TableUpdate;
 use super::ApplyError;
 use crate::lake::snapshot::{main_branch, replace_snapshot};
 use crate::lake::{Annotation, CommitError, Lake, LakeError, TableState};
-use crate::plan::{CompactChange, OrphansChange};
+use crate::plan::{CompactChange, MergeManifestsChange, OrphansChange};
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -214,4 +214,56 @@ pub async fn remove_orphans(lake: &Lake, c: &OrphansChange) -> Result<OrphansOut
     }
     out.kept = c.files.len() - out.files_removed;
     Ok(out)
+}
+
+/// Merges a table's small data manifests in one `replace` snapshot (no data change),
+/// retried on fresh state after a conflict.
+pub async fn merge_manifests(
+    lake: &Lake,
+    c: &MergeManifestsChange,
+) -> Result<TableState, ApplyError> {
+    let ident = c.ident();
+    crate::lake::retry_on_conflict(super::MAX_ATTEMPTS, |_| {
+        let ident = ident.clone();
+        async move {
+            let state = lake
+                .load_table(&ident)
+                .await?
+                .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
+            let md = &state.metadata;
+            let annotation = Annotation {
+                change: "merge-manifests".into(),
+                change_id: format!(
+                    "merge-manifests:{}@{}",
+                    c.table,
+                    md.current_snapshot_id().unwrap_or_default()
+                ),
+                manifest: Some(c.manifest.display().to_string()),
+                git_commit: super::git_commit(&c.manifest),
+                details: format!(
+                    "data manifests under {} B merged (there were {})",
+                    c.policy.target_bytes, c.manifests
+                ),
+            };
+            let new = crate::lake::snapshot::merge_snapshot(
+                lake.file_io(),
+                md,
+                c.policy,
+                annotation.to_summary(),
+            )
+            .await?;
+            let (branch, reference) = main_branch(new.snapshot_id());
+            let updates = vec![
+                TableUpdate::AddSnapshot { snapshot: new },
+                TableUpdate::SetSnapshotRef {
+                    ref_name: branch,
+                    reference,
+                },
+            ];
+            lake.commit(&ident, &crate::lake::pin_state(md), updates)
+                .await
+        }
+    })
+    .await
+    .map_err(|e| super::commit_failure(&c.table, e))
 }

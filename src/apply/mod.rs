@@ -232,6 +232,20 @@ pub async fn apply(
                     orphans: None,
                 }
             }
+            Change::MergeManifests(m) => {
+                let state = maintain::merge_manifests(lake, m).await?;
+                Applied {
+                    change: "merge-manifests".into(),
+                    target: m.table.clone(),
+                    snapshot_id: state.metadata.current_snapshot_id(),
+                    metadata_location: Some(state.metadata_location),
+                    ingest: None,
+                    mutation: None,
+                    compaction: None,
+                    expiry: None,
+                    orphans: None,
+                }
+            }
             Change::RemoveOrphans(o) => {
                 let outcome = maintain::remove_orphans(lake, o).await?;
                 Applied {

@@ -95,6 +95,7 @@ pub async fn append_snapshot(
         data_files,
         props,
         Operation::Append,
+        None,
     )
     .await
 }
@@ -123,7 +124,7 @@ pub async fn overwrite_snapshot(
     } else {
         Operation::Overwrite
     };
-    write_snapshot(file_io, metadata, removed, added, props, operation).await
+    write_snapshot(file_io, metadata, removed, added, props, operation, None).await
 }
 
 /// A `replace` snapshot (a compaction): the data and delete files at `removed` paths
@@ -135,7 +136,145 @@ pub async fn replace_snapshot(
     added: Vec<iceberg::spec::DataFile>,
     props: std::collections::HashMap<String, String>,
 ) -> iceberg::Result<Snapshot> {
-    write_snapshot(file_io, metadata, removed, added, props, Operation::Replace).await
+    write_snapshot(
+        file_io,
+        metadata,
+        removed,
+        added,
+        props,
+        Operation::Replace,
+        None,
+    )
+    .await
+}
+
+/// When lakectl's commits fold small manifests together: Java's merge-append settings
+/// (`commit.manifest-merge.enabled`, default true; `commit.manifest.min-count-to-merge`,
+/// default 100; `commit.manifest.target-size-bytes`, default 8 MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ManifestMerge {
+    /// Merge once a snapshot would have at least this many data manifests.
+    pub min_count: usize,
+    /// Manifests under this size are merged into ones of about this size.
+    pub target_bytes: u64,
+}
+
+impl ManifestMerge {
+    pub fn of_table(md: &TableMetadata) -> Option<ManifestMerge> {
+        let p = md.properties();
+        if p.get("commit.manifest-merge.enabled").map(String::as_str) == Some("false") {
+            return None;
+        }
+        Some(ManifestMerge {
+            min_count: p
+                .get("commit.manifest.min-count-to-merge")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100)
+                .max(2),
+            target_bytes: p
+                .get("commit.manifest.target-size-bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(8 << 20),
+        })
+    }
+}
+
+/// Data manifests bin-packed per partition spec: manifests under the target size
+/// are rewritten together (live entries as EXISTING, their sequence numbers and
+/// snapshot ids kept; entries an earlier snapshot deleted are dropped, as Java's merge
+/// does) into manifests of about the target size; a bin of one stays as it is.
+pub async fn merge_manifests(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    manifests: Vec<iceberg::spec::ManifestFile>,
+    snapshot_id: i64,
+    policy: &ManifestMerge,
+) -> iceberg::Result<Vec<iceberg::spec::ManifestFile>> {
+    use iceberg::spec::{ManifestStatus, ManifestWriterBuilder};
+    let base = metadata.location().trim_end_matches('/').to_string();
+    let mut out = Vec::new();
+    let mut by_spec: std::collections::BTreeMap<i32, Vec<iceberg::spec::ManifestFile>> =
+        Default::default();
+    for m in manifests {
+        if m.manifest_length as u64 >= policy.target_bytes {
+            out.push(m);
+        } else {
+            by_spec.entry(m.partition_spec_id).or_default().push(m);
+        }
+    }
+    for (_, group) in by_spec {
+        // Bins in list order (newest first), each up to the target size.
+        let mut bins: Vec<Vec<iceberg::spec::ManifestFile>> = vec![Vec::new()];
+        let mut size = 0u64;
+        for m in group {
+            if size + m.manifest_length as u64 > policy.target_bytes
+                && !bins.last().is_some_and(Vec::is_empty)
+            {
+                bins.push(Vec::new());
+                size = 0;
+            }
+            size += m.manifest_length as u64;
+            bins.last_mut().expect("a bin").push(m);
+        }
+        for bin in bins {
+            if bin.len() < 2 {
+                out.extend(bin);
+                continue;
+            }
+            let first = bin[0].load_manifest(file_io).await?;
+            let mut writer = ManifestWriterBuilder::new(
+                file_io.new_output(format!(
+                    "{base}/metadata/{}-merged.avro",
+                    uuid::Uuid::new_v4()
+                ))?,
+                Some(snapshot_id),
+                first.metadata().schema().clone(),
+                first.metadata().partition_spec().clone(),
+            )
+            .build_v2_data();
+            for m in &bin {
+                let loaded = m.load_manifest(file_io).await?;
+                for e in loaded.entries() {
+                    if e.status() == ManifestStatus::Deleted {
+                        continue;
+                    }
+                    let seq = e.sequence_number().unwrap_or(m.sequence_number);
+                    let file_seq = e.file_sequence_number.or(Some(seq));
+                    writer.add_existing_file(
+                        e.data_file().clone(),
+                        e.snapshot_id().unwrap_or(m.added_snapshot_id),
+                        seq,
+                        file_seq,
+                    )?;
+                }
+            }
+            out.push(writer.write_manifest_file().await?);
+        }
+    }
+    Ok(out)
+}
+
+/// A `replace` snapshot that changes no data: the parent's data manifests merged by
+/// `policy` whatever their count (`maintenance.manifests`).
+pub async fn merge_snapshot(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    policy: ManifestMerge,
+    props: std::collections::HashMap<String, String>,
+) -> iceberg::Result<Snapshot> {
+    write_snapshot(
+        file_io,
+        metadata,
+        &Default::default(),
+        Vec::new(),
+        props,
+        Operation::Replace,
+        Some(ManifestMerge {
+            min_count: 2,
+            ..policy
+        }),
+    )
+    .await
 }
 
 /// The one snapshot writer behind [`append_snapshot`] and [`overwrite_snapshot`]:
@@ -149,8 +288,10 @@ async fn write_snapshot(
     added: Vec<iceberg::spec::DataFile>,
     props: std::collections::HashMap<String, String>,
     operation: Operation,
+    merge: Option<ManifestMerge>,
 ) -> iceberg::Result<Snapshot> {
     use iceberg::spec::{ManifestContentType, ManifestStatus, ManifestWriterBuilder};
+    let merge = merge.or_else(|| ManifestMerge::of_table(metadata));
     let parent = metadata.current_snapshot();
     let snapshot_id = new_snapshot_id(metadata);
     let sequence_number = metadata.next_sequence_number();
@@ -171,9 +312,15 @@ async fn write_snapshot(
     // Delete files removed (a compaction that applied them): files, position rows,
     // equality rows.
     let (mut removed_deletes, mut removed_pos, mut removed_eq) = (0u64, 0u64, 0u64);
+    // Data manifests carried over as they are: what a merge may fold together.
+    let mut untouched = Vec::new();
     for m in parents {
         if removed.is_empty() {
-            manifests.push(m);
+            if m.content == ManifestContentType::Data {
+                untouched.push(m);
+            } else {
+                manifests.push(m);
+            }
             continue;
         }
         let loaded = m.load_manifest(file_io).await?;
@@ -182,7 +329,11 @@ async fn write_snapshot(
             .iter()
             .any(|e| e.is_alive() && removed.contains(e.file_path()));
         if !hits {
-            manifests.push(m);
+            if m.content == ManifestContentType::Data {
+                untouched.push(m);
+            } else {
+                manifests.push(m);
+            }
             continue;
         }
         let builder = ManifestWriterBuilder::new(
@@ -252,6 +403,18 @@ async fn write_snapshot(
             writer.add_file(f, sequence_number)?;
         }
         manifests.insert(0, writer.write_manifest_file().await?);
+    }
+    let data_manifests = untouched.len()
+        + manifests
+            .iter()
+            .filter(|m| m.content == ManifestContentType::Data)
+            .count();
+    match merge {
+        Some(policy) if data_manifests >= policy.min_count => {
+            manifests
+                .extend(merge_manifests(file_io, metadata, untouched, snapshot_id, &policy).await?);
+        }
+        _ => manifests.extend(untouched),
     }
     let list_path = format!(
         "{base}/metadata/snap-{snapshot_id}-1-{}.avro",

@@ -164,8 +164,9 @@ async fn observe_tables(
         }
         let ident = table_ident(&t.value);
         if let Some(state) = lake.load_table(&ident).await? {
-            let compaction = set.maintenance_of(t).compaction.is_some();
-            if !t.value.spec.mutations.is_empty() || compaction {
+            let m = set.maintenance_of(t);
+            let needs_files = m.compaction.is_some() || m.manifests.is_some();
+            if !t.value.spec.mutations.is_empty() || needs_files {
                 if let Some(snap) = state.metadata.current_snapshot() {
                     let files =
                         crate::mutate::snapshot_files(lake.file_io(), &state.metadata, snap)
@@ -259,7 +260,10 @@ impl Plan {
                     change += 1;
                     destructive += 1;
                 }
-                Change::Compact(_) | Change::Expire(_) | Change::RemoveOrphans(_) => change += 1,
+                Change::Compact(_)
+                | Change::Expire(_)
+                | Change::RemoveOrphans(_)
+                | Change::MergeManifests(_) => change += 1,
             }
         }
         (add, change, 0, destructive)
@@ -284,6 +288,25 @@ pub enum Change {
     Expire(Box<ExpireChange>),
     /// `maintenance.orphans`: files nothing references, older than the window, deleted.
     RemoveOrphans(Box<OrphansChange>),
+    /// `maintenance.manifests`: small manifests merged (a `replace` snapshot).
+    MergeManifests(Box<MergeManifestsChange>),
+}
+
+/// Merging a table's small data manifests: one `replace` snapshot, no data change.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeManifestsChange {
+    pub table: String,
+    pub manifest: PathBuf,
+    pub policy: crate::lake::snapshot::ManifestMerge,
+    /// Data manifests now, and about how many after.
+    pub manifests: usize,
+    pub estimated_after: usize,
+}
+
+impl MergeManifestsChange {
+    pub fn ident(&self) -> TableIdent {
+        ident_of(&self.table)
+    }
 }
 
 /// Deleting a table's orphan files (no commit: nothing references them).
@@ -307,7 +330,10 @@ impl Change {
     pub fn is_maintenance(&self) -> bool {
         matches!(
             self,
-            Change::Compact(_) | Change::Expire(_) | Change::RemoveOrphans(_)
+            Change::Compact(_)
+                | Change::Expire(_)
+                | Change::RemoveOrphans(_)
+                | Change::MergeManifests(_)
         )
     }
 
@@ -322,6 +348,7 @@ impl Change {
             Change::Compact(c) => &c.table,
             Change::Expire(c) => &c.table,
             Change::RemoveOrphans(c) => &c.table,
+            Change::MergeManifests(c) => &c.table,
         })
     }
 }
@@ -1077,11 +1104,39 @@ fn diff_maintenance(
             )),
         }
     }
-    if m.manifests.is_some() {
-        plan.hints.push(format!(
-            "{}: maintenance.manifests is not run by this version of lakectl yet",
-            t.table_name()
-        ));
+    if let (Some(spec), Some(files)) = (&m.manifests, files) {
+        let compacting = plan
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::Compact(c) if c.table == name));
+        let policy = crate::lake::snapshot::ManifestMerge {
+            min_count: spec.min_count_to_merge.unwrap_or(100).max(2) as usize,
+            target_bytes: spec.target_manifest_size_bytes.unwrap_or(8 << 20).max(1),
+        };
+        let data: Vec<&iceberg::spec::ManifestFile> = files
+            .manifests
+            .iter()
+            .filter(|m| m.content == iceberg::spec::ManifestContentType::Data)
+            .collect();
+        let small: Vec<u64> = data
+            .iter()
+            .map(|m| m.manifest_length as u64)
+            .filter(|l| *l < policy.target_bytes)
+            .collect();
+        // A compaction's own commit merges too (its snapshot writer does): no second
+        // change for the same table.
+        if !pending && !compacting && data.len() >= policy.min_count && small.len() >= 2 {
+            let after = data.len() - small.len()
+                + (small.iter().sum::<u64>().div_ceil(policy.target_bytes) as usize).max(1);
+            plan.changes
+                .push(Change::MergeManifests(Box::new(MergeManifestsChange {
+                    table: name.clone(),
+                    manifest: t.file.clone(),
+                    policy,
+                    manifests: data.len(),
+                    estimated_after: after,
+                })));
+        }
     }
 }
 

@@ -255,6 +255,18 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 );
                 out.push('\n');
             }
+            Change::MergeManifests(m) => {
+                let _ = writeln!(
+                    out,
+                    "{} merge manifests of {}: {} → about {}  {}",
+                    style.yellow("~"),
+                    style.bold(&m.table),
+                    m.manifests,
+                    m.estimated_after,
+                    style.dim(&format!("({})", m.manifest.display()))
+                );
+                out.push('\n');
+            }
             Change::RemoveOrphans(o) => {
                 let _ = writeln!(
                     out,
@@ -561,6 +573,14 @@ pub fn json(plan: &Plan) -> serde_json::Value {
                         "estimated_outputs".into(),
                         json!(c.plan.estimated_outputs()),
                     );
+                }
+                v
+            }
+            Change::MergeManifests(m) => {
+                let mut v = serde_json::to_value(m).unwrap_or_default();
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("action".into(), json!("merge-manifests"));
+                    obj.insert("kind".into(), json!("maintenance"));
                 }
                 v
             }

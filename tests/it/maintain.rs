@@ -418,7 +418,12 @@ async fn watch_compacts_a_table_fed_small_files_by_itself() {
         );
         let want = f as i64 + 1;
         crate::watch::until(&w, "the file is ingested", |_| {
-            let out = p.run(&["query", "select count(*) as n from shop.orders", "--format", "json"]);
+            let out = p.run(&[
+                "query",
+                "select count(*) as n from shop.orders",
+                "--format",
+                "json",
+            ]);
             out.status.success()
                 && serde_json::from_slice::<Value>(&out.stdout)
                     .is_ok_and(|v| v[0]["n"].as_i64() == Some(want))
@@ -450,4 +455,71 @@ async fn watch_compacts_a_table_fed_small_files_by_itself() {
         !metrics.contains("lakectl_compacted_files_total 0\n"),
         "{metrics}"
     );
+}
+
+async fn data_manifests(p: &Project) -> usize {
+    let set = lakectl::manifest::ManifestSet::load_valid(&p.manifests()).expect("valid");
+    let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
+        .await
+        .expect("open")
+        .expect("exists");
+    let md = p.table("shop.orders").await.metadata;
+    let files =
+        lakectl::mutate::snapshot_files(lake.file_io(), &md, md.current_snapshot().unwrap())
+            .await
+            .expect("manifests");
+    files
+        .manifests
+        .iter()
+        .filter(|m| m.content == iceberg::spec::ManifestContentType::Data)
+        .count()
+}
+
+#[tokio::test]
+async fn every_commit_keeps_the_manifest_count_bounded_and_maintenance_merges_the_rest() {
+    // Java's merge-append settings, honoured by lakectl's own commits.
+    let p = Project::new();
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{COLUMNS}  properties:\n    commit.manifest.min-count-to-merge: \"5\"\n"
+        )),
+    );
+    small_files(&p, 12);
+    let n = data_manifests(&p).await;
+    assert!(n < 5, "{n} data manifests after 12 appends");
+    assert_eq!(totals(&p)["n"], json!(360));
+    let both = read_both(&p.catalog_db(), "shop.orders");
+    assert_eq!(
+        both["snapshots"].as_array().unwrap().last().unwrap()["pyiceberg_rows"],
+        json!(360)
+    );
+
+    // Merging off for commits: maintenance.manifests merges once the count is reached.
+    let q = Project::new();
+    let off = format!("{COLUMNS}  properties:\n    commit.manifest-merge.enabled: \"false\"\n");
+    q.write("orders.yaml", &orders(&off));
+    small_files(&q, 6);
+    assert_eq!(data_manifests(&q).await, 6);
+    q.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{off}  maintenance:\n    manifests:\n      minCountToMerge: 4\n"
+        )),
+    );
+    let (code, plan) = q.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("~ merge manifests of shop.orders: 6 → about 1"),
+        "{plan}"
+    );
+    q.apply_converges();
+    assert_eq!(data_manifests(&q).await, 1);
+    assert_eq!(totals(&q)["n"], json!(180));
+    let md = q.table("shop.orders").await.metadata;
+    assert_eq!(
+        md.current_snapshot().unwrap().summary().operation.as_str(),
+        "replace"
+    );
+    read_both(&q.catalog_db(), "shop.orders");
 }
