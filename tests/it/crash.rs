@@ -1,5 +1,5 @@
 //! Crash safety: `lakectl apply` killed with SIGKILL at pseudo-random moments while it
-//! ingests and while it rewrites files for a mutation. After every kill the catalog
+//! ingests, while it rewrites files for a mutation and while it compacts. After every kill the catalog
 //! points at the old snapshot or the new one (PyIceberg reads that very metadata file),
 //! and running apply again converges to exactly the rows of an uninterrupted run.
 //!
@@ -21,7 +21,11 @@ enum Phase {
     Ingest,
     /// Rewriting files for a mutation.
     Mutation,
+    /// Compacting two files per partition into one.
+    Compaction,
 }
+
+const COMPACTION: &str = "  maintenance:\n    compaction: {minInputFiles: 2}\n";
 
 /// A project at the state before the change: `a.csv` ingested; `b.csv` written (and
 /// declared, for the ingest phase) or the mutation declared.
@@ -33,6 +37,11 @@ fn base(phase: Phase) -> Project {
     match phase {
         Phase::Ingest => csv(&p.root().join("data/b.csv"), ROWS, ROWS),
         Phase::Mutation => p.write("sales.yaml", &sales(true, MUTATION)),
+        Phase::Compaction => {
+            csv(&p.root().join("data/b.csv"), ROWS, ROWS);
+            p.apply_converges();
+            p.write("sales.yaml", &sales(true, COMPACTION));
+        }
     }
     p
 }
@@ -40,7 +49,7 @@ fn base(phase: Phase) -> Project {
 /// (rows, sum of qty) after the change, computed independently.
 fn expected(phase: Phase) -> (i64, i64) {
     match phase {
-        Phase::Ingest => (
+        Phase::Ingest | Phase::Compaction => (
             2 * ROWS as i64,
             (0..2 * ROWS).map(|i| row(i).2).sum::<i64>(),
         ),
@@ -53,8 +62,13 @@ fn expected(phase: Phase) -> (i64, i64) {
     }
 }
 
-fn before() -> (i64, i64) {
-    (ROWS as i64, (0..ROWS).map(|i| row(i).2).sum::<i64>())
+/// (rows, sum of qty) before the change.
+fn before(phase: Phase) -> (i64, i64) {
+    match phase {
+        // A compaction changes files, not rows.
+        Phase::Compaction => expected(phase),
+        _ => (ROWS as i64, (0..ROWS).map(|i| row(i).2).sum::<i64>()),
+    }
 }
 
 fn count_sum(p: &Project) -> (i64, i64) {
@@ -79,7 +93,7 @@ impl Lcg {
 }
 
 #[tokio::test]
-async fn sigkill_during_ingest_and_mutation_leaves_old_or_new_and_converges() {
+async fn sigkill_during_ingest_mutation_and_compaction_leaves_old_or_new_and_converges() {
     let runs: u64 = std::env::var("LAKECTL_CRASH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -88,7 +102,7 @@ async fn sigkill_during_ingest_and_mutation_leaves_old_or_new_and_converges() {
     // (metadata file at the kill, rows lakectl read there), checked by PyIceberg at the end.
     let mut seen: Vec<(String, i64)> = Vec::new();
     let mut keep = Vec::new();
-    for phase in [Phase::Ingest, Phase::Mutation] {
+    for phase in [Phase::Ingest, Phase::Mutation, Phase::Compaction] {
         // How long an uninterrupted apply of the change takes here.
         let p = base(phase);
         let t = Instant::now();
@@ -118,17 +132,17 @@ async fn sigkill_during_ingest_and_mutation_leaves_old_or_new_and_converges() {
             if state.metadata_location == location {
                 assert_eq!(
                     now,
-                    before(),
+                    before(phase),
                     "{phase:?} run {run}: unchanged pointer, other rows"
                 );
                 old += 1;
             } else {
                 let s = state.metadata.current_snapshot().unwrap();
                 let change = &s.summary().additional_properties["lakectl.change"];
-                let want = if phase == Phase::Ingest {
-                    "ingest"
-                } else {
-                    "mutation"
+                let want = match phase {
+                    Phase::Ingest => "ingest",
+                    Phase::Mutation => "mutation",
+                    Phase::Compaction => "compact",
                 };
                 assert_eq!(change, want, "{phase:?} run {run}");
                 assert_eq!(
@@ -168,5 +182,5 @@ print("ok", len(json.load(open(sys.argv[1]))))
     let list = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(list.path(), serde_json::to_string(&seen).unwrap()).unwrap();
     let out = py(&["-c".as_ref(), script.as_ref(), list.path().as_os_str()]);
-    assert_eq!(out.trim(), format!("ok {}", 2 * runs));
+    assert_eq!(out.trim(), format!("ok {}", 3 * runs));
 }

@@ -523,3 +523,73 @@ async fn every_commit_keeps_the_manifest_count_bounded_and_maintenance_merges_th
     );
     read_both(&q.catalog_db(), "shop.orders");
 }
+
+#[tokio::test]
+async fn pyiceberg_appending_while_compaction_runs_loses_and_duplicates_nothing() {
+    let p = Project::new();
+    p.write(
+        "orders.yaml",
+        &orders(&format!(
+            "{COLUMNS}  maintenance:\n    compaction: {{minInputFiles: 2}}\n"
+        )),
+    );
+    small_files(&p, 6);
+    let before = totals(&p);
+    let script = r#"
+import datetime, os, sys, time
+import pyarrow as pa
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException
+cat = SqlCatalog("lakectl", uri="sqlite:///" + os.path.abspath(sys.argv[1]))
+n, done = int(sys.argv[2]), 0
+while done < n:
+    t = cat.load_table("shop.orders")
+    row = {"id": 900000 + done, "ts": datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc), "v": 1}
+    try:
+        t.append(pa.Table.from_pylist([row], schema=t.schema().as_arrow()))
+        done += 1
+    except CommitFailedException:
+        continue
+    time.sleep(0.4)
+print(done)
+"#;
+    let appender = std::process::Command::new(crate::common::python())
+        .args(["-c", script])
+        .arg(p.catalog_db())
+        .arg("6")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn PyIceberg");
+    // Widen the window between reading the table and committing the compaction.
+    let out = std::process::Command::new(crate::common::LAKECTL)
+        .args(["maintain", "--manifests", "manifests"])
+        .current_dir(p.root())
+        .env("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS", "700")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success() || t.contains("gave up after"),
+        "only a conflict that outlasted the retries may stop it:\n{t}"
+    );
+    let appended = appender.wait_with_output().unwrap();
+    assert!(appended.status.success(), "{}", text(&appended));
+    // Compaction converges once the appends stop.
+    let out = p.run(&["maintain", "--manifests", "manifests"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let after = totals(&p);
+    assert_eq!(
+        after["n"],
+        json!(before["n"].as_i64().unwrap() + 6),
+        "{after}"
+    );
+    assert_eq!(after["d"], after["n"], "no row twice: {after}");
+    assert_eq!(
+        after["s"],
+        json!(before["s"].as_i64().unwrap() + 6),
+        "{after}"
+    );
+    assert_eq!(live_data_files(&p).await.0, 1);
+    read_both(&p.catalog_db(), "shop.orders");
+}
