@@ -129,6 +129,7 @@ pub async fn apply_compaction(
             &removed,
             outputs,
             annotation.to_summary(),
+            c.merge,
         )
         .await?;
         let snapshot_id = new.snapshot_id();

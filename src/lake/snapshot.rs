@@ -129,12 +129,14 @@ pub async fn overwrite_snapshot(
 
 /// A `replace` snapshot (a compaction): the data and delete files at `removed` paths
 /// are marked DELETED and `added` written in their place; the rows are the same.
+/// `merge` overrides the table's manifest-merge settings (`maintenance.manifests`).
 pub async fn replace_snapshot(
     file_io: &FileIO,
     metadata: &TableMetadata,
     removed: &std::collections::HashSet<String>,
     added: Vec<iceberg::spec::DataFile>,
     props: std::collections::HashMap<String, String>,
+    merge: Option<ManifestMerge>,
 ) -> iceberg::Result<Snapshot> {
     write_snapshot(
         file_io,
@@ -143,7 +145,7 @@ pub async fn replace_snapshot(
         added,
         props,
         Operation::Replace,
-        None,
+        merge,
     )
     .await
 }

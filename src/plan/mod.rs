@@ -361,6 +361,8 @@ pub struct CompactChange {
     /// The snapshot it was planned on (apply plans again on fresh state).
     pub snapshot_id: i64,
     pub policy: crate::maintain::CompactionPolicy,
+    /// `maintenance.manifests`, which the compaction's own commit follows.
+    pub merge: Option<crate::lake::snapshot::ManifestMerge>,
     #[serde(flatten)]
     pub plan: crate::maintain::CompactionPlan,
 }
@@ -1015,6 +1017,16 @@ pub fn diff_with(
     plan
 }
 
+/// `maintenance.manifests` as the snapshot writer's merge settings.
+fn manifest_merge(
+    spec: &crate::manifest::types::ManifestMergeSpec,
+) -> crate::lake::snapshot::ManifestMerge {
+    crate::lake::snapshot::ManifestMerge {
+        min_count: spec.min_count_to_merge.unwrap_or(100).max(2) as usize,
+        target_bytes: spec.target_manifest_size_bytes.unwrap_or(8 << 20).max(1),
+    }
+}
+
 /// Maintenance a table's thresholds call for now (level-triggered: nothing when none
 /// is crossed). Planned after the table's other changes, on the state observed.
 fn diff_maintenance(
@@ -1058,6 +1070,7 @@ fn diff_maintenance(
                             manifest: t.file.clone(),
                             snapshot_id,
                             policy,
+                            merge: m.manifests.as_ref().map(manifest_merge),
                             plan: c,
                         })));
                     }
@@ -1109,10 +1122,7 @@ fn diff_maintenance(
             .changes
             .iter()
             .any(|c| matches!(c, Change::Compact(c) if c.table == name));
-        let policy = crate::lake::snapshot::ManifestMerge {
-            min_count: spec.min_count_to_merge.unwrap_or(100).max(2) as usize,
-            target_bytes: spec.target_manifest_size_bytes.unwrap_or(8 << 20).max(1),
-        };
+        let policy = manifest_merge(spec);
         let data: Vec<&iceberg::spec::ManifestFile> = files
             .manifests
             .iter()
