@@ -365,9 +365,20 @@ pub async fn count_matches(
     } else {
         ids
     };
+    let md = Arc::new(md.clone());
+    let predicate_sql = Arc::new(predicate_sql.to_string());
+    // One task per file on the runtime's worker threads: all cores busy.
     futures::stream::iter(files.iter().map(|f| {
         let ids = ids.clone();
-        async move {
+        let (file_io, md, f, predicate_sql) = (
+            file_io.clone(),
+            md.clone(),
+            (*f).clone(),
+            predicate_sql.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let (file_io, md, f, predicate_sql) =
+                (&file_io, md.as_ref(), &f, predicate_sql.as_str());
             let mut batches =
                 read_file(file_io, md, f, ids).map_err(|e| format!("{}: {e}", f.path()))?;
             let mut compiled: Option<(SchemaRef, expr::Predicate)> = None;
@@ -384,7 +395,8 @@ pub async fn count_matches(
                 n += expr::mask(&pred.expr, &b)?.true_count() as u64;
             }
             Ok::<u64, String>(n)
-        }
+        });
+        async move { task.await.map_err(|e| format!("count task: {e}"))? }
     }))
     .buffered(crate::ingest::workers())
     .try_collect()
@@ -407,10 +419,14 @@ pub async fn rewrite(
 ) -> Result<Vec<Rewritten>, String> {
     let schema = arrow_schema(md).map_err(|e| e.to_string())?;
     let prefix = uuid::Uuid::new_v4().to_string();
+    let md = Arc::new(md.clone());
+    // Each file is its own task on the runtime's worker threads: all cores busy.
     futures::stream::iter(files.iter().enumerate().map(|(i, f)| {
         let prefix = format!("{prefix}-m{i}");
         let schema = schema.clone();
-        async move {
+        let (file_io, md, f, action) = (file_io.clone(), md.clone(), (*f).clone(), action.clone());
+        let task = tokio::spawn(async move {
+            let (file_io, md, f, action) = (&file_io, md.as_ref(), &f, &action);
             let mut batches = read_file(file_io, md, f, field_ids(md, &[]))
                 .map_err(|e| format!("{}: {e}", f.path()))?;
             let compiled = expr::compile(action, &schema).map_err(|errs| {
@@ -440,7 +456,8 @@ pub async fn rewrite(
                 new_files,
                 rows_changed: changed,
             })
-        }
+        });
+        async move { task.await.map_err(|e| format!("rewrite task: {e}"))? }
     }))
     .buffered(crate::ingest::workers())
     .try_collect()

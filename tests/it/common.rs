@@ -248,3 +248,24 @@ pub fn spark_sql(db: &Path, warehouse: &Path, statements: &[&str]) -> serde_json
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("spark/sql.py printed no JSON ({e}):\n{stdout}"))
 }
+
+/// Spark's read of every snapshot of a table (`../shared/spark/sql.py --read`):
+/// `{"snapshots": [{"id", "operation", "rows"}], "schema", "rows"}`.
+pub fn spark_read(db: &Path, warehouse: &Path, table: &str) -> serde_json::Value {
+    let (python, jars) = spark_env();
+    let out = Command::new(python)
+        .arg(shared_dir().join("spark/sql.py"))
+        .arg("--jdbc")
+        .arg(db)
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args(["--read", table])
+        .env("LAKECTL_SPARK_JARS", jars)
+        .output()
+        .expect("run spark/sql.py");
+    assert!(out.status.success(), "spark/sql.py failed:\n{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("spark/sql.py printed no JSON ({e}):\n{stdout}"))
+}
