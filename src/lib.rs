@@ -4,6 +4,7 @@
 //! → `lake`. See `../shared/DESIGN.md`.
 
 pub mod apply;
+pub mod engine;
 pub mod import;
 pub mod ingest;
 pub mod lake;

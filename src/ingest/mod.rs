@@ -104,12 +104,7 @@ fn chunk_bytes() -> usize {
         .unwrap_or(8 << 20)
 }
 
-/// One worker per core.
-pub(crate) fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-}
+pub(crate) use crate::engine::workers;
 
 /// Writer properties from the table's `write.parquet.*` properties (zstd level 1 by
 /// default: Iceberg's default codec, at its fastest level).

@@ -247,12 +247,11 @@ pub async fn compact(
     }
     let target = policy.target_file_size_bytes as usize;
     let md = std::sync::Arc::new(md.clone());
-    // Each group is its own task on the runtime's worker threads: all cores busy.
-    let outputs: Vec<Vec<DataFile>> = futures::stream::iter(groups.into_iter().map(|(i, mine)| {
+    let outputs: Vec<Vec<DataFile>> = crate::engine::run(groups, |(i, mine)| {
         let prefix = format!("{prefix}-c{i}");
         let schema = schema.clone();
         let (file_io, md) = (file_io.clone(), md.clone());
-        let task = tokio::spawn(async move {
+        async move {
             let (file_io, md) = (&file_io, md.as_ref());
             let reader = iceberg::arrow::ArrowReaderBuilder::new(
                 file_io.clone(),
@@ -274,11 +273,8 @@ pub async fn compact(
                 writer.write(b).await.map_err(|e| e.to_string())?;
             }
             writer.close().await.map_err(|e| e.to_string())
-        });
-        async move { task.await.map_err(|e| format!("compaction task: {e}"))? }
-    }))
-    .buffer_unordered(crate::ingest::workers())
-    .try_collect()
+        }
+    })
     .await?;
     Ok(outputs.into_iter().flatten().collect())
 }

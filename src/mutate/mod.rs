@@ -22,7 +22,7 @@ use arrow_schema::SchemaRef;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::physical_optimizer::pruning::PruningPredicate;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{
@@ -367,16 +367,10 @@ pub async fn count_matches(
     };
     let md = Arc::new(md.clone());
     let predicate_sql = Arc::new(predicate_sql.to_string());
-    // One task per file on the runtime's worker threads: all cores busy.
-    futures::stream::iter(files.iter().map(|f| {
+    crate::engine::run(files.iter().map(|f| (*f).clone()), |f| {
         let ids = ids.clone();
-        let (file_io, md, f, predicate_sql) = (
-            file_io.clone(),
-            md.clone(),
-            (*f).clone(),
-            predicate_sql.clone(),
-        );
-        let task = tokio::spawn(async move {
+        let (file_io, md, predicate_sql) = (file_io.clone(), md.clone(), predicate_sql.clone());
+        async move {
             let (file_io, md, f, predicate_sql) =
                 (&file_io, md.as_ref(), &f, predicate_sql.as_str());
             let mut batches =
@@ -395,11 +389,8 @@ pub async fn count_matches(
                 n += expr::mask(&pred.expr, &b)?.true_count() as u64;
             }
             Ok::<u64, String>(n)
-        });
-        async move { task.await.map_err(|e| format!("count task: {e}"))? }
-    }))
-    .buffered(crate::ingest::workers())
-    .try_collect()
+        }
+    })
     .await
 }
 
@@ -420,12 +411,11 @@ pub async fn rewrite(
     let schema = arrow_schema(md).map_err(|e| e.to_string())?;
     let prefix = uuid::Uuid::new_v4().to_string();
     let md = Arc::new(md.clone());
-    // Each file is its own task on the runtime's worker threads: all cores busy.
-    futures::stream::iter(files.iter().enumerate().map(|(i, f)| {
+    crate::engine::run(files.iter().map(|f| (*f).clone()).enumerate(), |(i, f)| {
         let prefix = format!("{prefix}-m{i}");
         let schema = schema.clone();
-        let (file_io, md, f, action) = (file_io.clone(), md.clone(), (*f).clone(), action.clone());
-        let task = tokio::spawn(async move {
+        let (file_io, md, action) = (file_io.clone(), md.clone(), action.clone());
+        async move {
             let (file_io, md, f, action) = (&file_io, md.as_ref(), &f, &action);
             let mut batches = read_file(file_io, md, f, field_ids(md, &[]))
                 .map_err(|e| format!("{}: {e}", f.path()))?;
@@ -456,11 +446,8 @@ pub async fn rewrite(
                 new_files,
                 rows_changed: changed,
             })
-        });
-        async move { task.await.map_err(|e| format!("rewrite task: {e}"))? }
-    }))
-    .buffered(crate::ingest::workers())
-    .try_collect()
+        }
+    })
     .await
 }
 
