@@ -346,6 +346,16 @@ pub fn load_text(file: &Path, text: &str, set: &mut ManifestSet, errors: &mut Ve
     }
 }
 
+/// The catalog namespace of a table manifest (dots separate nested levels).
+pub fn namespace_ident(m: &TableManifest) -> iceberg::NamespaceIdent {
+    iceberg::NamespaceIdent::from_strs(m.metadata.namespace.split('.'))
+        .unwrap_or_else(|_| iceberg::NamespaceIdent::new(m.metadata.namespace.clone()))
+}
+
+pub fn table_ident(m: &TableManifest) -> iceberg::TableIdent {
+    iceberg::TableIdent::new(namespace_ident(m), m.metadata.name.clone())
+}
+
 /// Whether a YAML value uses a merge key (`<<`) anywhere.
 fn has_merge_key(v: &serde_yaml::Value) -> bool {
     match v {

@@ -1,0 +1,153 @@
+//! Observing the actual state (the `observe` layer): the declared tables as the catalog
+//! has them, their ledgers, the live files of tables with mutations or maintenance,
+//! each source's files against the ledger, and orphan files. Reads only; decides
+//! nothing: `plan::diff` gets the [`Actual`] this builds.
+
+use std::collections::HashMap;
+
+use crate::ingest::files::{self, FileState};
+use crate::ingest::SourceFile;
+use crate::lake::{ledger, Lake, LakeConfig, LakeError, TableState};
+use crate::manifest::types::SourceSpec;
+use crate::manifest::{namespace_ident, table_ident, ManifestSet};
+
+/// What the catalog has now for the declared tables.
+#[derive(Default)]
+pub struct Actual {
+    pub namespaces: HashMap<String, bool>,
+    pub tables: HashMap<String, TableState>,
+    /// Per table, per declared source (in order): the files listed now and how each
+    /// stands against the ledger, or why they could not be listed.
+    pub sources: HashMap<String, Vec<Listed>>,
+    /// Per table with declared mutations: the live data files of its current snapshot.
+    pub files: HashMap<String, crate::mutate::SnapshotFiles>,
+    /// Per table: its ledger (changes applied, files ingested).
+    pub ledgers: HashMap<String, ledger::Ledger>,
+    /// Per table with `maintenance.orphans`, when looked for ([`observe_orphans`]):
+    /// its orphan files, or why they could not be found.
+    pub orphans: HashMap<String, Result<Vec<crate::maintain::orphans::ListedFile>, String>>,
+}
+
+/// Looks for the orphan files of every table that declares `maintenance.orphans`
+/// (lists the table location and walks all its metadata: `plan`, `apply` and
+/// `maintain` do it each run, `watch` when the table's maintenance is due).
+pub async fn observe_orphans(
+    lake: &Lake,
+    set: &ManifestSet,
+    actual: &mut Actual,
+    only: Option<&str>,
+) {
+    for t in &set.tables {
+        let name = t.table_name();
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let Some(o) = set.maintenance_of(t).orphans else {
+            continue;
+        };
+        let Some(state) = actual.tables.get(&name) else {
+            continue;
+        };
+        let found = crate::maintain::orphans::find(
+            lake,
+            &state.metadata,
+            &state.metadata_location,
+            o.older_than_hours.unwrap_or(72),
+        )
+        .await;
+        actual.orphans.insert(name, found);
+    }
+}
+
+/// A source's files as listed now, each with its state against the ledger, or why
+/// they could not be listed.
+pub type Listed = Result<Vec<(SourceFile, FileState)>, String>;
+
+/// Reads the actual state of every declared table (`lake` is `None` when the catalog
+/// does not exist yet: everything is absent).
+pub async fn observe(
+    lake: Option<&Lake>,
+    set: &ManifestSet,
+    config: &LakeConfig,
+) -> Result<Actual, LakeError> {
+    let mut actual = Actual::default();
+    if let Some(lake) = lake {
+        observe_tables(lake, set, &mut actual).await?;
+        for (name, state) in &actual.tables {
+            actual
+                .ledgers
+                .insert(name.clone(), lake.ledger(&state.metadata).await?);
+        }
+    }
+    let no_files = HashMap::new();
+    for t in &set.tables {
+        let ledger = actual
+            .ledgers
+            .get(&t.table_name())
+            .map(|l| &l.ingested)
+            .unwrap_or(&no_files);
+        let base = t.file.parent().unwrap_or(std::path::Path::new("."));
+        let mut listed = Vec::new();
+        for src in &t.value.spec.sources {
+            listed.push(list_source(src, base, ledger, config).await);
+        }
+        actual.sources.insert(t.table_name(), listed);
+    }
+    Ok(actual)
+}
+
+async fn list_source(
+    src: &SourceSpec,
+    base: &std::path::Path,
+    ledger: &HashMap<String, ledger::IngestedFile>,
+    config: &LakeConfig,
+) -> Listed {
+    if src.uri.starts_with("s3://") || src.uri.starts_with("s3a://") {
+        let files = crate::ingest::s3::list(&src.uri, &config.storage).await?;
+        return files
+            .into_iter()
+            .map(|f| {
+                let state = files::state_of(&f, ledger).map_err(|e| format!("{}: {e}", f.path))?;
+                Ok((f, state))
+            })
+            .collect();
+    }
+    let files = files::list_local(&src.uri, base)?;
+    files
+        .into_iter()
+        .map(|f| {
+            let state =
+                files::state_of(&f, ledger).map_err(|e| format!("cannot read {}: {e}", f.path))?;
+            Ok((f, state))
+        })
+        .collect()
+}
+
+async fn observe_tables(
+    lake: &Lake,
+    set: &ManifestSet,
+    actual: &mut Actual,
+) -> Result<(), LakeError> {
+    for t in &set.tables {
+        let ns = namespace_ident(&t.value);
+        let key = t.value.metadata.namespace.clone();
+        if let std::collections::hash_map::Entry::Vacant(e) = actual.namespaces.entry(key) {
+            e.insert(lake.namespace_exists(&ns).await?);
+        }
+        let ident = table_ident(&t.value);
+        if let Some(state) = lake.load_table(&ident).await? {
+            let m = set.maintenance_of(t);
+            let needs_files = m.compaction.is_some() || m.manifests.is_some();
+            if !t.value.spec.mutations.is_empty() || needs_files {
+                if let Some(snap) = state.metadata.current_snapshot() {
+                    let files =
+                        crate::mutate::snapshot_files(lake.file_io(), &state.metadata, snap)
+                            .await?;
+                    actual.files.insert(t.table_name(), files);
+                }
+            }
+            actual.tables.insert(t.table_name(), state);
+        }
+    }
+    Ok(())
+}
