@@ -71,7 +71,7 @@ impl From<iceberg::Error> for ApplyError {
 }
 
 /// What one change did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Applied {
     pub change: String,
     pub target: String,
@@ -125,12 +125,7 @@ pub async fn apply(
                     change: "create-namespace".into(),
                     target: namespace.clone(),
                     snapshot_id: None,
-                    metadata_location: None,
-                    ingest: None,
-                    mutation: None,
-                    compaction: None,
-                    expiry: None,
-                    orphans: None,
+                    ..Default::default()
                 }
             }
             Change::Table(t) => {
@@ -145,11 +140,7 @@ pub async fn apply(
                     target: t.table.clone(),
                     snapshot_id: state.metadata.current_snapshot_id(),
                     metadata_location: Some(state.metadata_location),
-                    ingest: None,
-                    mutation: None,
-                    compaction: None,
-                    expiry: None,
-                    orphans: None,
+                    ..Default::default()
                 }
             }
             Change::Ingest(c) => {
@@ -160,10 +151,7 @@ pub async fn apply(
                     snapshot_id: outcome.snapshot_id,
                     metadata_location: state.map(|s| s.metadata_location),
                     ingest: Some(outcome),
-                    mutation: None,
-                    compaction: None,
-                    expiry: None,
-                    orphans: None,
+                    ..Default::default()
                 }
             }
             Change::Revert(r) => {
@@ -178,12 +166,7 @@ pub async fn apply(
                     change: "revert".into(),
                     target: r.table.clone(),
                     snapshot_id: Some(done.to_snapshot),
-                    metadata_location: None,
-                    ingest: None,
-                    mutation: None,
-                    compaction: None,
-                    expiry: None,
-                    orphans: None,
+                    ..Default::default()
                 }
             }
             Change::Mutation(m) => {
@@ -193,11 +176,8 @@ pub async fn apply(
                     target: format!("{} `{}`", m.table, m.name),
                     snapshot_id: outcome.snapshot_id,
                     metadata_location: Some(state.metadata_location),
-                    ingest: None,
                     mutation: Some(outcome),
-                    compaction: None,
-                    expiry: None,
-                    orphans: None,
+                    ..Default::default()
                 }
             }
             Change::Compact(c) => {
@@ -207,11 +187,8 @@ pub async fn apply(
                     target: c.table.clone(),
                     snapshot_id: outcome.snapshot_id,
                     metadata_location: Some(state.metadata_location),
-                    ingest: None,
-                    mutation: None,
                     compaction: Some(outcome),
-                    expiry: None,
-                    orphans: None,
+                    ..Default::default()
                 }
             }
             Change::Expire(e) => {
@@ -224,12 +201,8 @@ pub async fn apply(
                     change: "expire".into(),
                     target: e.table.clone(),
                     snapshot_id: None,
-                    metadata_location: None,
-                    ingest: None,
-                    mutation: None,
-                    compaction: None,
                     expiry: Some(done),
-                    orphans: None,
+                    ..Default::default()
                 }
             }
             Change::MergeManifests(m) => {
@@ -239,11 +212,7 @@ pub async fn apply(
                     target: m.table.clone(),
                     snapshot_id: state.metadata.current_snapshot_id(),
                     metadata_location: Some(state.metadata_location),
-                    ingest: None,
-                    mutation: None,
-                    compaction: None,
-                    expiry: None,
-                    orphans: None,
+                    ..Default::default()
                 }
             }
             Change::RemoveOrphans(o) => {
@@ -252,12 +221,8 @@ pub async fn apply(
                     change: "remove-orphans".into(),
                     target: o.table.clone(),
                     snapshot_id: None,
-                    metadata_location: None,
-                    ingest: None,
-                    mutation: None,
-                    compaction: None,
-                    expiry: None,
                     orphans: Some(outcome),
+                    ..Default::default()
                 }
             }
         };

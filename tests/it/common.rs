@@ -228,9 +228,9 @@ fn spark_env() -> (String, String) {
     (get("SPARK_PYTHON"), get("LAKECTL_SPARK_JARS"))
 }
 
-/// Runs Spark SQL statements in one session over lakectl's SQLite catalog
-/// (`../shared/spark/sql.py`, the catalog registered as `lk`); the rows of the last.
-pub fn spark_sql(db: &Path, warehouse: &Path, statements: &[&str]) -> serde_json::Value {
+/// `../shared/spark/sql.py --jdbc DB --warehouse DIR ARGS…` (the catalog registered as
+/// `lk`): the JSON it prints last.
+fn spark_py(db: &Path, warehouse: &Path, args: &[&str]) -> serde_json::Value {
     let (python, jars) = spark_env();
     let out = Command::new(python)
         .arg(shared_dir().join("spark/sql.py"))
@@ -238,7 +238,7 @@ pub fn spark_sql(db: &Path, warehouse: &Path, statements: &[&str]) -> serde_json
         .arg(db)
         .arg("--warehouse")
         .arg(warehouse)
-        .args(statements)
+        .args(args)
         .env("LAKECTL_SPARK_JARS", jars)
         .output()
         .expect("run spark/sql.py");
@@ -249,23 +249,13 @@ pub fn spark_sql(db: &Path, warehouse: &Path, statements: &[&str]) -> serde_json
         .unwrap_or_else(|e| panic!("spark/sql.py printed no JSON ({e}):\n{stdout}"))
 }
 
-/// Spark's read of every snapshot of a table (`../shared/spark/sql.py --read`):
+/// Runs Spark SQL statements in one session; the rows of the last.
+pub fn spark_sql(db: &Path, warehouse: &Path, statements: &[&str]) -> serde_json::Value {
+    spark_py(db, warehouse, statements)
+}
+
+/// Spark's read of every snapshot of a table (`--read`):
 /// `{"snapshots": [{"id", "operation", "rows"}], "schema", "rows"}`.
 pub fn spark_read(db: &Path, warehouse: &Path, table: &str) -> serde_json::Value {
-    let (python, jars) = spark_env();
-    let out = Command::new(python)
-        .arg(shared_dir().join("spark/sql.py"))
-        .arg("--jdbc")
-        .arg(db)
-        .arg("--warehouse")
-        .arg(warehouse)
-        .args(["--read", table])
-        .env("LAKECTL_SPARK_JARS", jars)
-        .output()
-        .expect("run spark/sql.py");
-    assert!(out.status.success(), "spark/sql.py failed:\n{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("spark/sql.py printed no JSON ({e}):\n{stdout}"))
+    spark_py(db, warehouse, &["--read", table])
 }

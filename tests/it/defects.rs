@@ -371,6 +371,26 @@ fn ingest_and_mutate_project() -> Project {
     p
 }
 
+/// PyIceberg appends a row (id 1000, qty 1000), then expires every snapshot but its
+/// own, as another engine's maintenance would.
+fn pyiceberg_append_and_expire_the_rest(p: &Project) {
+    let db = p.catalog_db();
+    let script = crate::common::oracle_dir().join("pyiceberg_alter.py");
+    for op in [
+        &["append", r#"[{"id": 1000, "qty": 1000}]"#][..],
+        &["expire-others"][..],
+    ] {
+        let mut args = vec![
+            script.as_os_str(),
+            db.as_os_str(),
+            "lakectl".as_ref(),
+            "shop.orders".as_ref(),
+        ];
+        args.extend(op.iter().map(|a| std::ffi::OsStr::new(*a)));
+        crate::common::py(&args);
+    }
+}
+
 fn totals(p: &Project) -> (i64, i64) {
     let r = query(
         p,
@@ -418,21 +438,7 @@ async fn expiry_that_keeps_only_a_foreign_snapshot_keeps_the_ledger() {
     // snapshots dropped from the metadata as an expiry by another engine would.
     let p = ingest_and_mutate_project();
     let before = totals(&p);
-    let db = p.catalog_db();
-    let script = crate::common::oracle_dir().join("pyiceberg_alter.py");
-    for op in [
-        &["append", r#"[{"id": 1000, "qty": 1000}]"#][..],
-        &["expire-others"][..],
-    ] {
-        let mut args = vec![
-            script.as_os_str(),
-            db.as_os_str(),
-            "lakectl".as_ref(),
-            "shop.orders".as_ref(),
-        ];
-        args.extend(op.iter().map(|a| std::ffi::OsStr::new(*a)));
-        crate::common::py(&args);
-    }
+    pyiceberg_append_and_expire_the_rest(&p);
     let md = p.table("shop.orders").await.metadata;
     assert_eq!(
         md.snapshots().count(),
@@ -702,21 +708,7 @@ async fn rollback_to_a_foreign_snapshot_after_expiry_holds_back_and_reapplies_th
     // Only another writer's snapshot R is left; lakectl ingests on top of it, then
     // rolls back to R: the ledger at R must not list that ingest.
     let p = ingest_and_mutate_project();
-    let db = p.catalog_db();
-    let script = crate::common::oracle_dir().join("pyiceberg_alter.py");
-    for op in [
-        &["append", r#"[{"id": 1000, "qty": 1000}]"#][..],
-        &["expire-others"][..],
-    ] {
-        let mut args = vec![
-            script.as_os_str(),
-            db.as_os_str(),
-            "lakectl".as_ref(),
-            "shop.orders".as_ref(),
-        ];
-        args.extend(op.iter().map(|a| std::ffi::OsStr::new(*a)));
-        crate::common::py(&args);
-    }
+    pyiceberg_append_and_expire_the_rest(&p);
     let r = p
         .table("shop.orders")
         .await
