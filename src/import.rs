@@ -163,7 +163,7 @@ pub async fn import(
     }
     // Record the baselines: the plan of the imported tables now holds, per table, only
     // the change that records the manifest on the table.
-    let set = ManifestSet::load_valid(dir).map_err(ImportError::Manifests)?;
+    let set = crate::plan::load_valid(dir).map_err(ImportError::Manifests)?;
     let names: Vec<String> = out.iter().map(|i| i.table.clone()).collect();
     let mut only = set.clone();
     only.tables.retain(|t| names.contains(&t.table_name()));

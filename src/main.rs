@@ -429,7 +429,7 @@ fn print_diagnostics(d: &manifest::Diagnostics, output: Output) {
 }
 
 fn validate(dir: &Path, output: Output) -> u8 {
-    match ManifestSet::load_valid(dir) {
+    match plan::load_valid(dir) {
         Ok(set) => {
             match output {
                 Output::Text => println!(
@@ -463,7 +463,7 @@ async fn make_plan(
     create: bool,
     options: &plan::DiffOptions,
 ) -> Result<(plan::Plan, Option<Lake>, ManifestSet), u8> {
-    let set = ManifestSet::load_valid(dir).map_err(|d| {
+    let set = plan::load_valid(dir).map_err(|d| {
         print_diagnostics(&d, output);
         1u8
     })?;
@@ -977,7 +977,7 @@ async fn import_cmd(dir: &Path, target: &str, force: bool, dry_run: bool, output
         eprintln!("error: {}: {e}", dir.display());
         return 1;
     }
-    let set = match ManifestSet::load_valid(dir) {
+    let set = match plan::load_valid(dir) {
         Ok(s) => s,
         Err(d) => {
             print_diagnostics(&d, output);

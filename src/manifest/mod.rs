@@ -424,8 +424,9 @@ impl ManifestSet {
         errors
     }
 
-    /// Loads and validates in one go: what `validate`, `plan` and `apply` start with.
-    pub fn load_valid(path: &Path) -> Result<ManifestSet, Diagnostics> {
+    /// Loads and validates what the YAML layer can tell alone (the full check,
+    /// mutation SQL included, is `plan::load_valid`).
+    pub fn load_checked(path: &Path) -> Result<ManifestSet, Diagnostics> {
         let set = load(path)?;
         let errors = set.validate();
         if errors.is_empty() {
@@ -674,11 +675,10 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Mutations: a unique name, exactly one of `update` / `delete`, and SQL that
-/// compiles against the declared columns (unknown columns, non-boolean `where`,
-/// values that do not fit their column), each error at its place in the file.
+/// Mutations: a unique name, exactly one of `update` / `delete`, no literal NULL into
+/// a required column. (That the SQL compiles against the declared columns is checked
+/// a layer up, by `plan::load_valid`, which has the SQL compiler.)
 fn validate_mutations(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
-    use crate::mutate::expr::{compile, Part};
     let m = &t.value;
     if let Some(share) = m.spec.policy.max_mutation_share {
         if !(0.0..=1.0).contains(&share) {
@@ -688,7 +688,6 @@ fn validate_mutations(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) 
             ));
         }
     }
-    let schema = crate::plan::schema::declared_arrow_schema(&m.spec.columns);
     let mut names = std::collections::HashSet::new();
     for (i, mu) in m.spec.mutations.iter().enumerate() {
         let path = item("spec.mutations", i);
@@ -707,14 +706,13 @@ fn validate_mutations(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) 
                 format!("duplicate mutation name `{}`", mu.name),
             ));
         }
-        let kind = match (&mu.update, &mu.delete) {
+        match (&mu.update, &mu.delete) {
             (Some(u), None) => {
                 if u.set.is_empty() {
                     errors.push(t.error_at(
                         &child(&child(&path, "update"), "set"),
                         "an update needs at least one column in `set`",
                     ));
-                    continue;
                 }
                 // A literal NULL into a required column: refused now, not at apply.
                 for (column, value) in &u.set {
@@ -734,9 +732,8 @@ fn validate_mutations(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) 
                         ));
                     }
                 }
-                "update"
             }
-            (None, Some(_)) => "delete",
+            (None, Some(_)) => {}
             _ => {
                 errors.push(t.error_at(
                     &path,
@@ -745,27 +742,6 @@ fn validate_mutations(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) 
                         mu.name
                     ),
                 ));
-                continue;
-            }
-        };
-        let Some(schema) = &schema else { continue };
-        let action = crate::plan::action_of(mu);
-        if let Err(errs) = compile(&action, schema) {
-            let base = child(&path, kind);
-            for e in errs {
-                let at = match &e.part {
-                    Part::Where => t.error_at(&child(&base, "where"), ""),
-                    Part::Set(c) => t.error_at(&child(&child(&base, "set"), c), ""),
-                    Part::SetKey(c) => t.error_at_key(&child(&child(&base, "set"), c), ""),
-                };
-                let what = match &e.part {
-                    Part::Where => "`where`".to_string(),
-                    Part::Set(c) | Part::SetKey(c) => format!("`set.{c}`"),
-                };
-                errors.push(Diagnostic {
-                    message: format!("mutation `{}`: {what}: {}", mu.name, e.message),
-                    ..at
-                });
             }
         }
     }

@@ -40,6 +40,57 @@ pub const MANAGED_PROPERTIES: &str = "lakectl.managed-properties";
 pub const PLAN_FORMAT_VERSION: &str = "1";
 
 pub use crate::manifest::{namespace_ident, table_ident};
+
+/// Loads and validates the manifests in one go, what `validate`, `plan`, `apply`,
+/// `watch` and `serve` start with: the YAML layer's checks, then the mutation SQL
+/// compiled against each table's declared columns (unknown columns, a non-boolean
+/// `where`, values that do not fit their column), each error at its place.
+pub fn load_valid(path: &std::path::Path) -> Result<ManifestSet, crate::manifest::Diagnostics> {
+    let set = crate::manifest::ManifestSet::load_checked(path)?;
+    let errors: Vec<Diagnostic> = set.tables.iter().flat_map(mutation_sql_errors).collect();
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(crate::manifest::Diagnostics(errors))
+    }
+}
+
+/// The mutation SQL of a table that does not compile against its declared columns.
+fn mutation_sql_errors(t: &Located<TableManifest>) -> Vec<Diagnostic> {
+    use crate::mutate::expr::{compile, Part};
+    let mut errors = Vec::new();
+    let Some(schema) = schema::declared_arrow_schema(&t.value.spec.columns) else {
+        return errors;
+    };
+    for (i, mu) in t.value.spec.mutations.iter().enumerate() {
+        let kind = match (&mu.update, &mu.delete) {
+            (Some(_), None) => "update",
+            (None, Some(_)) => "delete",
+            _ => continue, // reported by the YAML layer
+        };
+        let base = crate::manifest::positions::child(&item("spec.mutations", i), kind);
+        let Err(errs) = compile(&action_of(mu), &schema) else {
+            continue;
+        };
+        for e in errs {
+            use crate::manifest::positions::child;
+            let at = match &e.part {
+                Part::Where => t.error_at(&child(&base, "where"), ""),
+                Part::Set(c) => t.error_at(&child(&child(&base, "set"), c), ""),
+                Part::SetKey(c) => t.error_at_key(&child(&child(&base, "set"), c), ""),
+            };
+            let what = match &e.part {
+                Part::Where => "`where`".to_string(),
+                Part::Set(c) | Part::SetKey(c) => format!("`set.{c}`"),
+            };
+            errors.push(Diagnostic {
+                message: format!("mutation `{}`: {what}: {}", mu.name, e.message),
+                ..at
+            });
+        }
+    }
+    errors
+}
 pub use crate::observe::{observe, observe_orphans, Actual, Listed};
 
 /// The plan: changes in the order they are applied, and what forbids applying it.

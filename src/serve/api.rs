@@ -581,7 +581,7 @@ async fn run_query(s: &AppState, q: QueryRequest) -> Result<Response, ApiError> 
 #[utoipa::path(get, path = "/api/v1/plan",
     responses((status = 200, body = Object), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn plan(State(s): Shared) -> Result<Json<serde_json::Value>, ApiError> {
-    let set = crate::manifest::ManifestSet::load_valid(&s.config.manifests).map_err(|d| {
+    let set = crate::plan::load_valid(&s.config.manifests).map_err(|d| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_manifests",

@@ -333,7 +333,7 @@ async fn cycle(
             s.error = Some(e);
         }
     };
-    let set = match ManifestSet::load_valid(&config.manifests) {
+    let set = match crate::plan::load_valid(&config.manifests) {
         Ok(s) => s,
         Err(d) => return set_error(joined(&d)),
     };

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use lakectl::lake::{Lake, TableState};
-use lakectl::manifest::ManifestSet;
 
 pub const LAKECTL: &str = env!("CARGO_BIN_EXE_lakectl");
 
@@ -71,7 +70,7 @@ impl Project {
 
     /// The table as the catalog has it now.
     pub async fn table(&self, name: &str) -> TableState {
-        let set = ManifestSet::load_valid(&self.manifests()).expect("valid manifests");
+        let set = lakectl::plan::load_valid(&self.manifests()).expect("valid manifests");
         let lake = Lake::open_existing(set.lake_config().expect("config"))
             .await
             .expect("open")

@@ -76,7 +76,7 @@ async fn two_processes_commit_to_one_table_and_both_changes_land() {
         "the commits did not race (no conflict seen):\n{logs}"
     );
 
-    let set = lakectl::manifest::ManifestSet::load_valid(&a).unwrap();
+    let set = lakectl::plan::load_valid(&a).unwrap();
     let lake = lakectl::lake::Lake::open_existing(set.lake_config().unwrap())
         .await
         .unwrap()
@@ -112,7 +112,7 @@ async fn a_commit_with_stale_requirements_is_a_conflict_and_changes_nothing() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let set = lakectl::manifest::ManifestSet::load_valid(&dir).unwrap();
+    let set = lakectl::plan::load_valid(&dir).unwrap();
     let lake = lakectl::lake::Lake::open_existing(set.lake_config().unwrap())
         .await
         .unwrap()

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use lakectl::manifest::ManifestSet;
 
 use crate::common::{text, Project};
 
@@ -46,7 +45,7 @@ fn every_bad_manifest_reports_its_error_at_its_location() {
         cases.len()
     );
     for (file, line, col, want) in cases {
-        let errors = match ManifestSet::load_valid(&file) {
+        let errors = match lakectl::plan::load_valid(&file) {
             Ok(_) => panic!("{} was accepted", file.display()),
             Err(d) => d.0,
         };

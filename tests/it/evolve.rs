@@ -552,7 +552,7 @@ async fn properties_set_and_remove_only_what_lakectl_manages() {
     // Another writer sets its own property.
     let st = p.table("shop.orders").await;
     let lake = lakectl::lake::Lake::open_existing(
-        lakectl::manifest::ManifestSet::load_valid(&p.manifests())
+        lakectl::plan::load_valid(&p.manifests())
             .unwrap()
             .lake_config()
             .unwrap(),

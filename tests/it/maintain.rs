@@ -468,7 +468,7 @@ async fn watch_compacts_a_table_fed_small_files_by_itself() {
 }
 
 async fn data_manifests(p: &Project) -> usize {
-    let set = lakectl::manifest::ManifestSet::load_valid(&p.manifests()).expect("valid");
+    let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
     let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
         .await
         .expect("open")

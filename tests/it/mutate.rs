@@ -96,7 +96,7 @@ async fn live_files(p: &Project) -> BTreeMap<String, String> {
     let Some(snap) = md.current_snapshot() else {
         return BTreeMap::new();
     };
-    let set = lakectl::manifest::ManifestSet::load_valid(&p.manifests()).unwrap();
+    let set = lakectl::plan::load_valid(&p.manifests()).unwrap();
     let lake = lakectl::lake::Lake::open_existing(set.lake_config().unwrap())
         .await
         .unwrap()
