@@ -39,6 +39,9 @@ pub struct CompactionPolicy {
     pub target_file_size_bytes: u64,
     pub min_input_files: usize,
     pub max_bytes_per_apply: u64,
+    /// `strategy: sort`: each output file is sorted whole by the table's sort order
+    /// (binpack sorts only each batch it writes).
+    pub sort: bool,
 }
 
 impl CompactionPolicy {
@@ -54,20 +57,28 @@ impl CompactionPolicy {
                 .max(1),
             min_input_files: spec.min_input_files.unwrap_or(5).max(2) as usize,
             max_bytes_per_apply: spec.max_bytes_per_apply.unwrap_or(10 << 30).max(1),
+            sort: match spec.strategy {
+                Some(CompactionStrategy::Sort) => true,
+                Some(CompactionStrategy::Binpack) => false,
+                None => md.is_some_and(|m| !m.default_sort_order().is_unsorted()),
+            },
         }
     }
 }
 
-/// Whether a declared strategy can be run (binpack; sort only when it reduces to
-/// binpack's per-batch sort, i.e. the table has no sort order).
+/// Whether a declared strategy can be run: `sort` needs the table's sortOrder.
 pub fn strategy_supported(spec: &CompactionSpec, has_sort_order: bool) -> Result<(), String> {
     match (spec.strategy, has_sort_order) {
-        (Some(CompactionStrategy::Sort), true) | (None, true) => Err(
-            "compaction strategy `sort` (the default for a table with a sortOrder) is not available yet: set `strategy: binpack` (files are still sorted within each batch written)".into(),
+        (Some(CompactionStrategy::Sort), false) => Err(
+            "compaction strategy `sort` sorts by the table's sortOrder, and the table has none: declare `sortOrder` or use `strategy: binpack`".into(),
         ),
         _ => Ok(()),
     }
 }
+
+/// Rows a `sort` compaction sorts at once, in bytes of Arrow memory: each output file
+/// is sorted whole (files larger than this are sorted in runs of this size).
+const SORT_RUN_BYTES: usize = 512 << 20;
 
 /// One partition's compaction.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -246,6 +257,7 @@ pub async fn compact(
         groups.push((i, mine));
     }
     let target = policy.target_file_size_bytes as usize;
+    let sort = policy.sort;
     let md = std::sync::Arc::new(md.clone());
     let outputs: Vec<Vec<DataFile>> = crate::engine::run(groups, |(i, mine)| {
         let prefix = format!("{prefix}-c{i}");
@@ -267,10 +279,36 @@ pub async fn compact(
                 crate::ingest::TableWriter::with_target_size(file_io, md, &prefix, target)
                     .await
                     .map_err(|e| e.to_string())?;
+            // Sort: a run of batches up to the target size goes to the writer as one
+            // batch, which it sorts whole by the sort order.
+            let run_bytes = if sort {
+                (target.saturating_mul(4)).clamp(1 << 20, SORT_RUN_BYTES)
+            } else {
+                0
+            };
+            let mut run: Vec<arrow_array::RecordBatch> = Vec::new();
+            let mut held = 0usize;
             while let Some(b) = batches.next().await {
                 let b = b.map_err(|e| e.to_string())?;
                 let b = crate::mutate::conform(&b, &schema)?;
-                writer.write(b).await.map_err(|e| e.to_string())?;
+                if !sort {
+                    writer.write(b).await.map_err(|e| e.to_string())?;
+                    continue;
+                }
+                held += b.get_array_memory_size();
+                run.push(b);
+                if held >= run_bytes {
+                    let whole = arrow_select::concat::concat_batches(&schema, &run)
+                        .map_err(|e| e.to_string())?;
+                    writer.write(whole).await.map_err(|e| e.to_string())?;
+                    run.clear();
+                    held = 0;
+                }
+            }
+            if !run.is_empty() {
+                let whole = arrow_select::concat::concat_batches(&schema, &run)
+                    .map_err(|e| e.to_string())?;
+                writer.write(whole).await.map_err(|e| e.to_string())?;
             }
             writer.close().await.map_err(|e| e.to_string())
         }

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use crate::common::{text, Project};
 
 fn corpus() -> Vec<(PathBuf, usize, usize, String)> {

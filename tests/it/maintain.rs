@@ -603,3 +603,46 @@ print(done)
     assert_eq!(live_data_files(&p).await.0, 1);
     read_both(&p.catalog_db(), "shop.orders");
 }
+
+#[tokio::test]
+async fn sort_compaction_writes_files_sorted_whole_and_binpack_only_per_batch() {
+    let mut seen = Vec::new();
+    for strategy in ["sort", "binpack"] {
+        let p = Project::new();
+        let sorted = format!("{COLUMNS}  sortOrder:\n    - {{column: v}}\n");
+        p.write("orders.yaml", &orders(&sorted));
+        // Five files whose values interleave: each is sorted, their concatenation not.
+        for f in 0..5 {
+            let rows: String = (0..20)
+                .map(|r| format!("{},2024-03-01T00:00:00Z,{}\n", f * 100 + r, r * 5 + f))
+                .collect();
+            write(&p, &format!("data/{f:03}.csv"), &format!("id,ts,v\n{rows}"));
+            p.apply_ok();
+        }
+        p.write(
+            "orders.yaml",
+            &orders(&format!(
+                "{sorted}  maintenance:\n    compaction: {{minInputFiles: 2, strategy: {strategy}}}\n"
+            )),
+        );
+        p.apply_converges();
+        assert_eq!(live_data_files(&p).await.0, 1, "{strategy}");
+        let v: Vec<i64> = query(&p, "select v from shop.orders", None)
+            .iter()
+            .map(|r| r["v"].as_i64().unwrap())
+            .collect();
+        assert_eq!(v.len(), 100);
+        seen.push((strategy, v.windows(2).all(|w| w[0] <= w[1])));
+    }
+    assert_eq!(seen, vec![("sort", true), ("binpack", false)]);
+    // `sort` needs a sort order.
+    let p = Project::new();
+    p.write(
+        "orders.yaml",
+        &orders(&format!("{COLUMNS}  maintenance:\n    compaction: {{strategy: sort}}\n")),
+    );
+    small_files(&p, 1);
+    let (code, plan) = p.plan();
+    assert_eq!(code, 1, "{plan}");
+    assert!(plan.contains("the table has none"), "{plan}");
+}
