@@ -1,23 +1,32 @@
 //! Applying maintenance: a compaction is one `replace` snapshot; an expiry is
 //! [`super::expire::expire`].
 //!
-//! Compaction, in a retry loop:
+//! Compaction:
 //! 1. load the table; plan the compaction again on this state with the planned
 //!    policy (level-triggered: another writer may have compacted or added files);
 //!    nothing to do is a no-op;
 //! 2. rewrite each partition group (`maintain::compact`: deletes applied, all cores);
-//! 3. check the rows: without delete files the outputs hold exactly the inputs' rows;
+//! 3. check the rows: a group without delete files holds exactly its inputs' rows;
 //! 4. commit a `replace` snapshot removing the inputs and the dropped delete files,
-//!    requiring `main`, schema and spec as read in 1; a conflict goes back to 1 (the
-//!    files written in 2 stay unreferenced, for orphan removal).
+//!    requiring `main`, schema and spec as read;
+//! 5. on a conflict, replay on fresh state without rewriting: a group stays if its
+//!    inputs are still live and no delete file that may apply to them came since
+//!    ([`CompactGroup::still_valid`]); the others are dropped (their outputs become
+//!    orphans), the droppable deletes are decided again, and the commit is built on
+//!    the fresh snapshot. A change of schema or spec starts over at 1.
 //!
-//! A crash before the commit leaves the table as it was.
+//! Appends by other writers thus never starve a long compaction. A crash before the
+//! commit leaves the table as it was.
 
+use std::collections::HashSet;
+
+use iceberg::spec::DataFile;
 use iceberg::TableUpdate;
 
 use super::ApplyError;
 use crate::lake::snapshot::{main_branch, replace_snapshot};
 use crate::lake::{Annotation, CommitError, Lake, LakeError, TableState};
+use crate::maintain::CompactGroup;
 use crate::plan::{CompactChange, MergeManifestsChange, OrphansChange};
 
 /// What a compaction did.
@@ -30,87 +39,151 @@ pub struct CompactOutcome {
     pub records: u64,
     pub partitions: usize,
     pub deletes_dropped: usize,
+    /// Groups left out because another writer changed their files meanwhile.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub groups_dropped: usize,
     pub snapshot_id: Option<i64>,
     /// Nothing to compact any more on the fresh state (another writer did it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub already_applied: bool,
 }
 
-const ATTEMPTS: u32 = 4;
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Times the whole compaction starts over (a schema or spec change meanwhile).
+const FRESH_STARTS: u32 = 3;
 
 pub async fn apply_compaction(
     lake: &Lake,
     c: &CompactChange,
 ) -> Result<(CompactOutcome, TableState), ApplyError> {
+    for _ in 0..FRESH_STARTS {
+        if let Some(done) = compact_once(lake, c).await? {
+            return Ok(done);
+        }
+    }
+    Err(ApplyError::Commit {
+        table: c.table.clone(),
+        source: CommitError::Conflict(format!(
+            "compaction gave up after {FRESH_STARTS} starts: the table's schema or spec kept changing"
+        )),
+    })
+}
+
+/// One compaction from a fresh read; `None` when the table's structure changed under
+/// it (start over).
+async fn compact_once(
+    lake: &Lake,
+    c: &CompactChange,
+) -> Result<Option<(CompactOutcome, TableState)>, ApplyError> {
     let ident = c.ident();
     let fail = |reason: String| ApplyError::NoLongerApplies {
         table: c.table.clone(),
         reason: format!("compaction: {reason}; nothing was committed"),
     };
-    for attempt in 0..ATTEMPTS {
-        let state = lake
-            .load_table(&ident)
+    let load = || async {
+        lake.load_table(&ident)
             .await?
-            .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
-        let md = &state.metadata;
-        let Some(snapshot) = md.current_snapshot() else {
-            return Ok((
-                CompactOutcome {
-                    already_applied: true,
-                    ..Default::default()
-                },
-                state,
-            ));
+            .ok_or_else(|| ApplyError::from(LakeError::NoSuchTable(c.table.clone())))
+    };
+    let state = load().await?;
+    let md = &state.metadata;
+    let Some(snapshot) = md.current_snapshot() else {
+        let outcome = CompactOutcome {
+            already_applied: true,
+            ..Default::default()
         };
-        let files = crate::mutate::snapshot_files(lake.file_io(), md, snapshot).await?;
-        let plan = crate::maintain::plan_compaction(&files, md, &c.policy);
-        if plan.is_empty() {
-            let outcome = CompactOutcome {
-                already_applied: true,
-                snapshot_id: Some(snapshot.snapshot_id()),
-                ..Default::default()
-            };
-            return Ok((outcome, state));
-        }
-        let table = iceberg::table::Table::builder()
-            .file_io(lake.file_io().clone())
-            .metadata_location(state.metadata_location.clone())
-            .metadata(md.clone())
-            .identifier(ident.clone())
-            .readonly(true)
-            .runtime(iceberg::Runtime::try_current()?)
-            .build()?;
-        let outputs = crate::maintain::compact(lake.file_io(), md, table, &plan, &c.policy)
-            .await
-            .map_err(fail)?;
-        let records_in: u64 = plan.groups.iter().map(|g| g.records).sum();
-        let records_out: u64 = outputs.iter().map(|f| f.record_count()).sum();
-        let with_deletes = plan.groups.iter().any(|g| g.deletes > 0);
-        if !with_deletes && records_in != records_out {
+        return Ok(Some((outcome, state)));
+    };
+    let files = crate::mutate::snapshot_files(lake.file_io(), md, snapshot).await?;
+    let plan = crate::maintain::plan_compaction(&files, md, &c.policy);
+    if plan.is_empty() {
+        let outcome = CompactOutcome {
+            already_applied: true,
+            snapshot_id: Some(snapshot.snapshot_id()),
+            ..Default::default()
+        };
+        return Ok(Some((outcome, state)));
+    }
+    let table = iceberg::table::Table::builder()
+        .file_io(lake.file_io().clone())
+        .metadata_location(state.metadata_location.clone())
+        .metadata(md.clone())
+        .identifier(ident.clone())
+        .readonly(true)
+        .runtime(iceberg::Runtime::try_current()?)
+        .build()?;
+    let outputs = crate::maintain::compact(lake.file_io(), md, table, &plan, &c.policy)
+        .await
+        .map_err(fail)?;
+    for (g, out) in plan.groups.iter().zip(&outputs) {
+        let written: u64 = out.iter().map(|f| f.record_count()).sum();
+        if g.deletes == 0 && written != g.records {
             return Err(fail(format!(
-                "read {records_out} row(s) from input files that hold {records_in}"
+                "{}: read {written} row(s) from input files that hold {}",
+                g.partition, g.records
             )));
         }
-        let mut removed: std::collections::HashSet<String> = plan
-            .groups
+    }
+    let structure = (md.current_schema_id(), md.default_partition_spec_id());
+    let deletes_before: HashSet<String> =
+        files.deletes.iter().map(|d| d.path().to_string()).collect();
+    let mut kept: Vec<(CompactGroup, Vec<DataFile>)> =
+        plan.groups.into_iter().zip(outputs).collect();
+    let mut dropped_deletes = plan.dropped_deletes;
+    let mut groups_dropped = 0;
+    let mut current = state;
+    for attempt in 0..super::MAX_ATTEMPTS {
+        if attempt > 0 {
+            current = load().await?;
+            let md = &current.metadata;
+            if (md.current_schema_id(), md.default_partition_spec_id()) != structure {
+                return Ok(None);
+            }
+            let Some(now) = md.current_snapshot() else {
+                return Ok(None);
+            };
+            let now = crate::mutate::snapshot_files(lake.file_io(), md, now).await?;
+            let before = kept.len();
+            kept.retain(|(g, _)| g.still_valid(&now, &deletes_before));
+            groups_dropped += before - kept.len();
+            let groups: Vec<CompactGroup> = kept.iter().map(|(g, _)| g.clone()).collect();
+            dropped_deletes = crate::maintain::droppable_deletes(&now, &groups);
+            if kept.is_empty() {
+                let outcome = CompactOutcome {
+                    already_applied: true,
+                    groups_dropped,
+                    snapshot_id: md.current_snapshot_id(),
+                    ..Default::default()
+                };
+                return Ok(Some((outcome, current)));
+            }
+        }
+        let md = &current.metadata;
+        let snapshot_id = md.current_snapshot_id().unwrap_or_default();
+        let added: Vec<DataFile> = kept.iter().flat_map(|(_, o)| o.iter().cloned()).collect();
+        let mut removed: HashSet<String> = kept
             .iter()
-            .flat_map(|g| g.files.iter().cloned())
+            .flat_map(|(g, _)| g.files.iter().cloned())
             .collect();
-        removed.extend(plan.dropped_deletes.iter().cloned());
+        removed.extend(dropped_deletes.iter().cloned());
         let outcome = CompactOutcome {
-            files_in: plan.input_files(),
-            bytes_in: plan.input_bytes(),
-            files_out: outputs.len(),
-            bytes_out: outputs.iter().map(|f| f.file_size_in_bytes()).sum(),
-            records: records_out,
-            partitions: plan.groups.len(),
-            deletes_dropped: plan.dropped_deletes.len(),
+            files_in: kept.iter().map(|(g, _)| g.files.len()).sum(),
+            bytes_in: kept.iter().map(|(g, _)| g.bytes).sum(),
+            files_out: added.len(),
+            bytes_out: added.iter().map(|f| f.file_size_in_bytes()).sum(),
+            records: added.iter().map(|f| f.record_count()).sum(),
+            partitions: kept.len(),
+            deletes_dropped: dropped_deletes.len(),
+            groups_dropped,
             snapshot_id: None,
             already_applied: false,
         };
         let annotation = Annotation {
             change: "compact".into(),
-            change_id: format!("compact:{}@{}", c.table, snapshot.snapshot_id()),
+            change_id: format!("compact:{}@{snapshot_id}", c.table),
             manifest: Some(c.manifest.display().to_string()),
             git_commit: super::git_commit(&c.manifest),
             details: format!(
@@ -127,13 +200,13 @@ pub async fn apply_compaction(
             lake.file_io(),
             md,
             &removed,
-            outputs,
+            added,
             annotation.to_summary(),
             c.merge,
         )
         .await?;
-        let snapshot_id = new.snapshot_id();
-        let (branch, reference) = main_branch(snapshot_id);
+        let new_id = new.snapshot_id();
+        let (branch, reference) = main_branch(new_id);
         let updates = vec![
             TableUpdate::AddSnapshot { snapshot: new },
             TableUpdate::SetSnapshotRef {
@@ -149,19 +222,15 @@ pub async fn apply_compaction(
             .await
         {
             Ok(state) => {
-                return Ok((
-                    CompactOutcome {
-                        snapshot_id: Some(snapshot_id),
-                        ..outcome
-                    },
-                    state,
-                ))
+                let outcome = CompactOutcome {
+                    snapshot_id: Some(new_id),
+                    ..outcome
+                };
+                return Ok(Some((outcome, state)));
             }
             Err(CommitError::Conflict(why)) => {
-                tracing::info!(
-                    "compaction of {}: {why}; planning again on fresh state",
-                    c.table
-                );
+                tracing::info!("compaction of {}: {why}; replaying on fresh state", c.table);
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
             }
             Err(e) => return Err(super::commit_failure(&c.table, e)),
         }
@@ -169,7 +238,8 @@ pub async fn apply_compaction(
     Err(ApplyError::Commit {
         table: c.table.clone(),
         source: CommitError::Conflict(format!(
-            "compaction gave up after {ATTEMPTS} attempts: other writers kept committing"
+            "compaction gave up after {} attempts: other writers kept committing",
+            super::MAX_ATTEMPTS
         )),
     })
 }

@@ -93,6 +93,24 @@ pub struct CompactGroup {
     pub estimated_outputs: u64,
     /// Delete files that apply to the partition (it is compacted whole).
     pub deletes: usize,
+    /// Partition spec id and partition value (the grouping key).
+    #[serde(skip)]
+    pub key: (i32, String),
+}
+
+impl CompactGroup {
+    /// Whether this group's rewrite is still right on the snapshot `now` (after another
+    /// writer committed): every input is still live, and no delete file that may apply
+    /// to them was added since `deletes_before` (the outputs would bring back rows it
+    /// deletes). Appends elsewhere keep it.
+    pub fn still_valid(&self, now: &SnapshotFiles, deletes_before: &HashSet<String>) -> bool {
+        let live: HashSet<&str> = now.files.iter().map(|f| f.path()).collect();
+        self.files.iter().all(|f| live.contains(f.as_str()))
+            && !now.deletes.iter().any(|d| {
+                !deletes_before.contains(d.path())
+                    && (d.spec.is_unpartitioned() || partition_key(d) == self.key)
+            })
+    }
 }
 
 /// What one apply compacts in a snapshot.
@@ -167,6 +185,7 @@ pub fn plan_compaction(
         candidates.push((
             deletes,
             CompactGroup {
+                key: key.clone(),
                 partition: crate::mutate::describe_partition(inputs[0], md),
                 records: inputs.iter().map(|f| f.entry.record_count()).sum(),
                 estimated_outputs: bytes.div_ceil(policy.target_file_size_bytes).max(1),
@@ -191,36 +210,47 @@ pub fn plan_compaction(
         budget += g.bytes;
         out.groups.push(g);
     }
-    let removed: HashSet<&str> = out
-        .groups
-        .iter()
-        .flat_map(|g| g.files.iter().map(String::as_str))
-        .collect();
-    for d in &files.deletes {
-        let seq = data_seq(d);
-        let all_inputs = files
-            .files
-            .iter()
-            .filter(|f| global(d) || partition_key(f) == partition_key(d))
-            .filter(|f| data_seq(f) <= seq)
-            .all(|f| removed.contains(f.path()));
-        if all_inputs && !removed.is_empty() {
-            out.dropped_deletes.push(d.path().to_string());
-        }
-    }
-    out.dropped_deletes.sort();
+    out.dropped_deletes = droppable_deletes(files, &out.groups);
     out
 }
 
-/// The data files that replace the inputs of `plan`, read with their delete files
-/// applied (nothing committed).
+/// The delete files of `files` that compacting `groups` leaves nothing to apply to:
+/// every live data file in their scope (their partition, or all for a delete of an
+/// unpartitioned spec) with a data sequence number not above theirs is an input.
+pub fn droppable_deletes(files: &SnapshotFiles, groups: &[CompactGroup]) -> Vec<String> {
+    let removed: HashSet<&str> = groups
+        .iter()
+        .flat_map(|g| g.files.iter().map(String::as_str))
+        .collect();
+    if removed.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = files
+        .deletes
+        .iter()
+        .filter(|d| {
+            files
+                .files
+                .iter()
+                .filter(|f| d.spec.is_unpartitioned() || partition_key(f) == partition_key(d))
+                .filter(|f| data_seq(f) <= data_seq(d))
+                .all(|f| removed.contains(f.path()))
+        })
+        .map(|d| d.path().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The data files that replace each group's inputs of `plan` (in group order), read
+/// with their delete files applied (nothing committed).
 pub async fn compact(
     file_io: &FileIO,
     md: &TableMetadata,
     table: iceberg::table::Table,
     plan: &CompactionPlan,
     policy: &CompactionPolicy,
-) -> Result<Vec<DataFile>, String> {
+) -> Result<Vec<Vec<DataFile>>, String> {
     let Some(snapshot) = md.current_snapshot_id() else {
         return Ok(Vec::new());
     };
@@ -314,7 +344,7 @@ pub async fn compact(
         }
     })
     .await?;
-    Ok(outputs.into_iter().flatten().collect())
+    Ok(outputs)
 }
 
 /// Expiry settings (`maintenance.expire`).
