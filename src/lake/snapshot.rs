@@ -150,6 +150,22 @@ pub async fn replace_snapshot(
     .await
 }
 
+/// An entry of manifest `m` written again as EXISTING: its snapshot id and its data
+/// and file sequence numbers kept (inherited from the manifest where not written).
+fn carry_existing(
+    writer: &mut iceberg::spec::ManifestWriter,
+    e: &iceberg::spec::ManifestEntry,
+    m: &iceberg::spec::ManifestFile,
+) -> iceberg::Result<()> {
+    let seq = e.sequence_number().unwrap_or(m.sequence_number);
+    writer.add_existing_file(
+        e.data_file().clone(),
+        e.snapshot_id().unwrap_or(m.added_snapshot_id),
+        seq,
+        e.file_sequence_number.or(Some(seq)),
+    )
+}
+
 /// When lakectl's commits fold small manifests together: Java's merge-append settings
 /// (`commit.manifest-merge.enabled`, default true; `commit.manifest.min-count-to-merge`,
 /// default 100; `commit.manifest.target-size-bytes`, default 8 MiB).
@@ -240,14 +256,7 @@ pub async fn merge_manifests(
                     if e.status() == ManifestStatus::Deleted {
                         continue;
                     }
-                    let seq = e.sequence_number().unwrap_or(m.sequence_number);
-                    let file_seq = e.file_sequence_number.or(Some(seq));
-                    writer.add_existing_file(
-                        e.data_file().clone(),
-                        e.snapshot_id().unwrap_or(m.added_snapshot_id),
-                        seq,
-                        file_seq,
-                    )?;
+                    carry_existing(&mut writer, e, m)?;
                 }
             }
             out.push(writer.write_manifest_file().await?);
@@ -377,12 +386,7 @@ async fn write_snapshot(
                 partitions.insert(format!("{:?}", e.data_file().partition()));
                 writer.add_delete_file(e.data_file().clone(), seq, file_seq)?;
             } else {
-                writer.add_existing_file(
-                    e.data_file().clone(),
-                    e.snapshot_id().unwrap_or(m.added_snapshot_id),
-                    seq,
-                    file_seq,
-                )?;
+                carry_existing(&mut writer, e, &m)?;
             }
         }
         manifests.push(writer.write_manifest_file().await?);
