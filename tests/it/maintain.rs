@@ -704,3 +704,196 @@ t.delete(EqualTo("id", 5))
     assert_eq!(live_data_files(&p).await.0, 3);
     assert_eq!(totals(&p), after);
 }
+
+/// Commits an equality delete of `ids` (on column `id`) to `shop.orders`, as a writer
+/// of merge-on-read deletes (Flink, iceberg-rust) would: a delete file and a delete
+/// manifest in a new snapshot on top of the current one.
+async fn commit_equality_delete(p: &Project, ids: &[i64]) {
+    use iceberg::spec::{
+        DataFileFormat, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary,
+    };
+    use iceberg::writer::base_writer::equality_delete_writer::{
+        EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig,
+    };
+    use iceberg::writer::file_writer::location_generator::{
+        DefaultFileNameGenerator, DefaultLocationGenerator,
+    };
+    use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+    use iceberg::writer::file_writer::ParquetWriterBuilder;
+    use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+    use std::sync::Arc;
+
+    let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
+    let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
+        .await
+        .expect("open")
+        .expect("exists");
+    let state = p.table("shop.orders").await;
+    let md = &state.metadata;
+    let schema = md.current_schema().clone();
+    let id = schema.field_by_name("id").unwrap().id;
+    let config = EqualityDeleteWriterConfig::new(vec![id], schema.clone()).unwrap();
+    let delete_schema =
+        iceberg::arrow::arrow_schema_to_schema(config.projected_arrow_schema_ref()).unwrap();
+    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+        ParquetWriterBuilder::new(Default::default(), Arc::new(delete_schema)),
+        lake.file_io().clone(),
+        DefaultLocationGenerator::new(md).unwrap(),
+        DefaultFileNameGenerator::new("eqdel".into(), None, DataFileFormat::Parquet),
+    );
+    let mut w = EqualityDeleteFileWriterBuilder::new(rolling, config)
+        .build(None)
+        .await
+        .unwrap();
+    let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).unwrap());
+    let columns: Vec<arrow_array::ArrayRef> = arrow
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == "id" {
+                Arc::new(arrow_array::Int64Array::from(ids.to_vec())) as arrow_array::ArrayRef
+            } else {
+                arrow_array::new_null_array(f.data_type(), ids.len())
+            }
+        })
+        .collect();
+    w.write(arrow_array::RecordBatch::try_new(arrow, columns).unwrap())
+        .await
+        .unwrap();
+    let deletes = w.close().await.unwrap();
+    let parent = md.current_snapshot().unwrap();
+    let snapshot_id = lakectl::lake::snapshot::new_snapshot_id(md);
+    let seq = md.next_sequence_number();
+    let base = md.location().trim_end_matches('/');
+    let mut mw = ManifestWriterBuilder::new(
+        lake.file_io()
+            .new_output(format!("{base}/metadata/eqdel-{snapshot_id}-m0.avro"))
+            .unwrap(),
+        Some(snapshot_id),
+        schema.clone(),
+        md.default_partition_spec().as_ref().clone(),
+    )
+    .build_v2_deletes();
+    for d in deletes {
+        mw.add_file(d, seq).unwrap();
+    }
+    let manifest = mw.write_manifest_file().await.unwrap();
+    let bytes = lake
+        .file_io()
+        .new_input(parent.manifest_list())
+        .unwrap()
+        .read()
+        .await
+        .unwrap();
+    let mut manifests: Vec<_> =
+        iceberg::spec::ManifestList::parse_with_version(&bytes, md.format_version())
+            .unwrap()
+            .consume_entries()
+            .into_iter()
+            .collect();
+    manifests.push(manifest);
+    let list_path = format!("{base}/metadata/snap-{snapshot_id}-eqdel.avro");
+    let mut list = ManifestListWriter::v2(
+        lake.file_io()
+            .new_output(&list_path)
+            .unwrap()
+            .writer()
+            .await
+            .unwrap(),
+        snapshot_id,
+        Some(parent.snapshot_id()),
+        seq,
+    );
+    list.add_manifests(manifests.into_iter()).unwrap();
+    list.close().await.unwrap();
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(Some(parent.snapshot_id()))
+        .with_sequence_number(seq)
+        .with_timestamp_ms(md.last_updated_ms() + 1)
+        .with_manifest_list(list_path)
+        .with_summary(Summary {
+            operation: Operation::Delete,
+            // The parent's totals, with the delete file counted, as writers keep them.
+            additional_properties: parent
+                .summary()
+                .additional_properties
+                .iter()
+                .filter(|(k, _)| k.starts_with("total-"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain([
+                    ("total-delete-files".to_string(), "1".to_string()),
+                    ("total-equality-deletes".to_string(), ids.len().to_string()),
+                ])
+                .collect(),
+        })
+        .with_schema_id(md.current_schema_id())
+        .build();
+    let (branch, reference) = lakectl::lake::snapshot::main_branch(snapshot_id);
+    lake.commit(
+        &state.ident,
+        &lakectl::lake::pin_state(md),
+        vec![
+            iceberg::TableUpdate::AddSnapshot { snapshot },
+            iceberg::TableUpdate::SetSnapshotRef {
+                ref_name: branch,
+                reference,
+            },
+        ],
+    )
+    .await
+    .expect("commit the equality delete");
+}
+
+#[tokio::test]
+async fn compaction_applies_and_drops_equality_deletes() {
+    let p = Project::new();
+    p.write("orders.yaml", &orders(COLUMNS));
+    small_files(&p, 3);
+    commit_equality_delete(&p, &[1, 2, 101]).await;
+    let expected = totals(&p);
+    assert_eq!(
+        expected["n"],
+        json!(87),
+        "lakectl applies the equality delete: {expected}"
+    );
+    let files = lakectl_delete_files(&p).await;
+    assert_eq!(files, 1, "one equality delete file");
+    p.write(
+        "orders.yaml",
+        &orders(&format!("{COLUMNS}  maintenance:\n    compaction: {{}}\n")),
+    );
+    let (code, plan) = p.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("1 delete file(s) applied and dropped"),
+        "{plan}"
+    );
+    p.apply_converges();
+    assert_eq!(lakectl_delete_files(&p).await, 0);
+    assert_eq!(live_data_files(&p).await.0, 1);
+    assert_eq!(totals(&p), expected);
+    // PyIceberg reads the compacted snapshot alike (it needs no equality deletes now).
+    let script = r#"
+import os, sys
+from pyiceberg.catalog.sql import SqlCatalog
+t = SqlCatalog("lakectl", uri="sqlite:///" + os.path.abspath(sys.argv[1])).load_table("shop.orders")
+a = t.scan().to_arrow()
+print(a.num_rows, sorted(a["id"].to_pylist())[:3])
+"#;
+    let out = crate::common::py(&["-c".as_ref(), script.as_ref(), p.catalog_db().as_os_str()]);
+    assert_eq!(out.trim(), "87 [0, 3, 4]", "{out}");
+}
+
+async fn lakectl_delete_files(p: &Project) -> usize {
+    let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
+    let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
+        .await
+        .expect("open")
+        .expect("exists");
+    let md = p.table("shop.orders").await.metadata;
+    lakectl::mutate::snapshot_files(lake.file_io(), &md, md.current_snapshot().unwrap())
+        .await
+        .unwrap()
+        .delete_files
+}
