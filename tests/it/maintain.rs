@@ -467,18 +467,22 @@ async fn watch_compacts_a_table_fed_small_files_by_itself() {
     );
 }
 
-async fn data_manifests(p: &Project) -> usize {
+/// The live files and manifests of `shop.orders`' current snapshot, as lakectl reads them.
+async fn current_files(p: &Project) -> lakectl::mutate::SnapshotFiles {
     let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
     let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
         .await
         .expect("open")
         .expect("exists");
     let md = p.table("shop.orders").await.metadata;
-    let files =
-        lakectl::mutate::snapshot_files(lake.file_io(), &md, md.current_snapshot().unwrap())
-            .await
-            .expect("manifests");
-    files
+    lakectl::mutate::snapshot_files(lake.file_io(), &md, md.current_snapshot().unwrap())
+        .await
+        .expect("manifests")
+}
+
+async fn data_manifests(p: &Project) -> usize {
+    current_files(p)
+        .await
         .manifests
         .iter()
         .filter(|m| m.content == iceberg::spec::ManifestContentType::Data)
@@ -886,14 +890,5 @@ print(a.num_rows, sorted(a["id"].to_pylist())[:3])
 }
 
 async fn lakectl_delete_files(p: &Project) -> usize {
-    let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
-    let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
-        .await
-        .expect("open")
-        .expect("exists");
-    let md = p.table("shop.orders").await.metadata;
-    lakectl::mutate::snapshot_files(lake.file_io(), &md, md.current_snapshot().unwrap())
-        .await
-        .unwrap()
-        .delete_files
+    current_files(p).await.delete_files
 }
