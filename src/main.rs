@@ -176,8 +176,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Run the declared maintenance (`spec.maintenance`: compaction, expiry) that is
-    /// due, and nothing else. Exit 0 or 1.
+    /// Run the declared maintenance (`spec.maintenance`: compaction, manifest merging,
+    /// expiry, orphan removal) that is due, and nothing else. Exit 0 or 1.
     Maintain {
         /// Only this table (`namespace.table`); default every declared table.
         table: Option<String>,

@@ -20,21 +20,7 @@ use serde::Serialize;
 use super::{ApplyError, MAX_ATTEMPTS};
 use crate::lake::{ledger, retry_on_conflict, CommitError, Lake, LakeError};
 
-/// What `expire` keeps.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub keep_last: usize,
-    pub max_age_ms: i64,
-}
-
-impl Retention {
-    pub fn from_spec(r: &crate::manifest::types::RetentionSpec) -> Retention {
-        Retention {
-            keep_last: r.keep_last.unwrap_or(5).max(1) as usize,
-            max_age_ms: r.max_snapshot_age_days.unwrap_or(7) as i64 * 86_400_000,
-        }
-    }
-}
+pub use crate::maintain::Retention;
 
 pub use crate::lake::refs;
 
@@ -105,8 +91,7 @@ async fn prepare(
     md: &TableMetadata,
     retention: Retention,
 ) -> Result<(Expiry, Vec<TableUpdate>), iceberg::Error> {
-    let (keep, expired, expired_refs) =
-        crate::maintain::expiry_selection(md, retention.keep_last, retention.max_age_ms, now_ms());
+    let (keep, expired, expired_refs) = crate::maintain::expiry_selection(md, retention, now_ms());
     let main = ledger::ancestry(md);
     let mut e = Expiry {
         table: table.to_string(),

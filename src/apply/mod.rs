@@ -192,11 +192,7 @@ pub async fn apply(
                 }
             }
             Change::Expire(e) => {
-                let retention = expire::Retention {
-                    keep_last: e.keep_last,
-                    max_age_ms: e.max_age_days as i64 * 86_400_000,
-                };
-                let done = expire::expire(lake, &e.ident(), retention, false).await?;
+                let done = expire::expire(lake, &e.ident(), e.retention, false).await?;
                 Applied {
                     change: "expire".into(),
                     target: e.table.clone(),

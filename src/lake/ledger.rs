@@ -140,6 +140,12 @@ impl Ledger {
         }
     }
 
+    /// The changes and files of an archive (`lakectl expire`'s, or a checkpoint's).
+    fn absorb(&mut self, a: &Archive) {
+        self.changes.extend(a.changes.iter().cloned());
+        self.add(None, a.ingested.clone());
+    }
+
     /// Everything in it, as a checkpoint's content.
     pub fn to_archive(&self) -> Archive {
         let mut changes: Vec<String> = self.changes.iter().cloned().collect();
@@ -214,16 +220,10 @@ pub fn sources_at(md: &TableMetadata, at: Option<i64>) -> LedgerSources {
 /// The ledger from its sources and the chain of ledger files (oldest first).
 pub fn assemble(sources: LedgerSources, chain: &[std::sync::Arc<LedgerFile>]) -> Ledger {
     let mut l = Ledger::default();
-    for id in &sources.archive.changes {
-        l.changes.insert(id.clone());
-    }
-    l.add(None, sources.archive.ingested);
+    l.absorb(&sources.archive);
     for f in chain {
         if let Some(base) = &f.base {
-            for id in &base.changes {
-                l.changes.insert(id.clone());
-            }
-            l.add(None, base.ingested.clone());
+            l.absorb(base);
         }
         let id = Some(&f.change_id).filter(|id| !id.is_empty());
         l.add(id, f.ingested.clone());

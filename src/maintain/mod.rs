@@ -106,10 +106,10 @@ impl CompactGroup {
     pub fn still_valid(&self, now: &SnapshotFiles, deletes_before: &HashSet<String>) -> bool {
         let live: HashSet<&str> = now.files.iter().map(|f| f.path()).collect();
         self.files.iter().all(|f| live.contains(f.as_str()))
-            && !now.deletes.iter().any(|d| {
-                !deletes_before.contains(d.path())
-                    && (d.spec.is_unpartitioned() || partition_key(d) == self.key)
-            })
+            && !now
+                .deletes
+                .iter()
+                .any(|d| !deletes_before.contains(d.path()) && applies_to(d, &self.key))
     }
 }
 
@@ -140,6 +140,12 @@ fn partition_key(f: &LiveFile) -> (i32, String) {
     (f.spec.spec_id(), format!("{:?}", f.data_file().partition()))
 }
 
+/// Whether delete file `d` may apply to data files of partition `key`: those of its
+/// own partition, or all of them for a delete of an unpartitioned spec (global).
+fn applies_to(d: &LiveFile, key: &(i32, String)) -> bool {
+    d.spec.is_unpartitioned() || partition_key(d) == *key
+}
+
 fn data_seq(f: &LiveFile) -> i64 {
     f.entry.sequence_number().unwrap_or(0)
 }
@@ -156,20 +162,15 @@ pub fn plan_compaction(
     for f in &files.files {
         partitions.entry(partition_key(f)).or_default().push(f);
     }
-    let global = |d: &LiveFile| d.spec.is_unpartitioned();
-    let mut candidates: Vec<(usize, CompactGroup)> = Vec::new();
+    let mut candidates: Vec<CompactGroup> = Vec::new();
     for (key, members) in &partitions {
-        let deletes = files
-            .deletes
-            .iter()
-            .filter(|d| global(d) || partition_key(d) == *key)
-            .count();
+        let deletes = files.deletes.iter().filter(|d| applies_to(d, key)).count();
         let inputs: Vec<&&LiveFile> = if deletes > 0 {
             members.iter().collect()
         } else {
             let small: Vec<&&LiveFile> = members
                 .iter()
-                .filter(|f| (f.data_file().file_size_in_bytes()) < small)
+                .filter(|f| f.data_file().file_size_in_bytes() < small)
                 .collect();
             if small.len() < policy.min_input_files {
                 continue;
@@ -182,28 +183,25 @@ pub fn plan_compaction(
             .sum();
         let mut paths: Vec<String> = inputs.iter().map(|f| f.path().to_string()).collect();
         paths.sort();
-        candidates.push((
+        candidates.push(CompactGroup {
+            key: key.clone(),
+            partition: crate::mutate::describe_partition(inputs[0], md),
+            records: inputs.iter().map(|f| f.entry.record_count()).sum(),
+            estimated_outputs: bytes.div_ceil(policy.target_file_size_bytes).max(1),
+            files: paths,
+            bytes,
             deletes,
-            CompactGroup {
-                key: key.clone(),
-                partition: crate::mutate::describe_partition(inputs[0], md),
-                records: inputs.iter().map(|f| f.entry.record_count()).sum(),
-                estimated_outputs: bytes.div_ceil(policy.target_file_size_bytes).max(1),
-                files: paths,
-                bytes,
-                deletes,
-            },
-        ));
+        });
     }
     candidates.sort_by(|a, b| {
-        (b.0 > 0)
-            .cmp(&(a.0 > 0))
-            .then(b.1.files.len().cmp(&a.1.files.len()))
-            .then(a.1.partition.cmp(&b.1.partition))
+        (b.deletes > 0)
+            .cmp(&(a.deletes > 0))
+            .then(b.files.len().cmp(&a.files.len()))
+            .then(a.partition.cmp(&b.partition))
     });
     let mut out = CompactionPlan::default();
     let mut budget = 0u64;
-    for (_, g) in candidates {
+    for g in candidates {
         if !out.groups.is_empty() && budget + g.bytes > policy.max_bytes_per_apply {
             continue;
         }
@@ -232,7 +230,7 @@ pub fn droppable_deletes(files: &SnapshotFiles, groups: &[CompactGroup]) -> Vec<
             files
                 .files
                 .iter()
-                .filter(|f| d.spec.is_unpartitioned() || partition_key(f) == partition_key(d))
+                .filter(|f| applies_to(d, &partition_key(f)))
                 .filter(|f| data_seq(f) <= data_seq(d))
                 .all(|f| removed.contains(f.path()))
         })
@@ -347,12 +345,32 @@ pub async fn compact(
     Ok(outputs)
 }
 
-/// Expiry settings (`maintenance.expire`).
-pub fn retention_of(e: &ExpireSpec) -> (usize, i64) {
-    (
-        e.keep_last.unwrap_or(5).max(1) as usize,
-        e.max_snapshot_age_days.unwrap_or(7) as i64 * 86_400_000,
-    )
+/// What an expiry keeps: the newest `keep_last` snapshots of `main` and every one
+/// younger than `max_age_ms` (with every live ref's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Retention {
+    pub keep_last: usize,
+    pub max_age_ms: i64,
+}
+
+impl Retention {
+    /// From declared values: 5 snapshots and 7 days by default, at least one kept.
+    pub fn new(keep_last: Option<u32>, max_age_days: Option<u64>) -> Retention {
+        Retention {
+            keep_last: keep_last.unwrap_or(5).max(1) as usize,
+            max_age_ms: max_age_days.unwrap_or(7) as i64 * 86_400_000,
+        }
+    }
+
+    /// `spec.retention` (what `lakectl expire` keeps).
+    pub fn from_spec(r: &crate::manifest::types::RetentionSpec) -> Retention {
+        Retention::new(r.keep_last, r.max_snapshot_age_days)
+    }
+
+    /// `spec.maintenance.expire`.
+    pub fn of_maintenance(e: &ExpireSpec) -> Retention {
+        Retention::new(e.keep_last, e.max_snapshot_age_days)
+    }
 }
 
 /// Snapshots an expiry at `now_ms` removes (and tags past their age): every snapshot
@@ -360,11 +378,14 @@ pub fn retention_of(e: &ExpireSpec) -> (usize, i64) {
 /// than `max_age_ms`. From metadata alone.
 pub fn expiry_selection(
     md: &TableMetadata,
-    keep_last: usize,
-    max_age_ms: i64,
+    retention: Retention,
     now_ms: i64,
 ) -> (HashSet<i64>, Vec<i64>, Vec<String>) {
     use iceberg::spec::SnapshotRetention;
+    let Retention {
+        keep_last,
+        max_age_ms,
+    } = retention;
     let mut keep: HashSet<i64> = HashSet::new();
     let mut expired_refs = Vec::new();
     for (name, r) in crate::lake::refs(md) {

@@ -57,6 +57,7 @@ pub fn load_valid(path: &std::path::Path) -> Result<ManifestSet, crate::manifest
 
 /// The mutation SQL of a table that does not compile against its declared columns.
 fn mutation_sql_errors(t: &Located<TableManifest>) -> Vec<Diagnostic> {
+    use crate::manifest::positions::child;
     use crate::mutate::expr::{compile, Part};
     let mut errors = Vec::new();
     let Some(schema) = schema::declared_arrow_schema(&t.value.spec.columns) else {
@@ -68,12 +69,11 @@ fn mutation_sql_errors(t: &Located<TableManifest>) -> Vec<Diagnostic> {
             (None, Some(_)) => "delete",
             _ => continue, // reported by the YAML layer
         };
-        let base = crate::manifest::positions::child(&item("spec.mutations", i), kind);
+        let base = child(&item("spec.mutations", i), kind);
         let Err(errs) = compile(&action_of(mu), &schema) else {
             continue;
         };
         for e in errs {
-            use crate::manifest::positions::child;
             let at = match &e.part {
                 Part::Where => t.error_at(&child(&base, "where"), ""),
                 Part::Set(c) => t.error_at(&child(&child(&base, "set"), c), ""),
@@ -124,8 +124,8 @@ pub struct DiffOptions {
     /// Record the manifest as the baseline of tables that have none yet (`import`);
     /// otherwise a table another tool made and a manifest matches plans no change.
     pub record_baselines: bool,
-    /// Maintenance alone (`lakectl maintain`): only compaction and expiry are planned,
-    /// whatever other changes are pending for the table.
+    /// Maintenance alone (`lakectl maintain`): only maintenance changes (compaction,
+    /// manifest merging, expiry, orphans) are planned, whatever else is pending.
     pub maintenance_only: bool,
 }
 
@@ -230,7 +230,7 @@ impl OrphansChange {
 }
 
 impl Change {
-    /// Compaction, expiry, orphan removal.
+    /// Compaction, manifest merging, expiry, orphan removal.
     pub fn is_maintenance(&self) -> bool {
         matches!(
             self,
@@ -282,8 +282,7 @@ impl CompactChange {
 pub struct ExpireChange {
     pub table: String,
     pub manifest: PathBuf,
-    pub keep_last: usize,
-    pub max_age_days: u64,
+    pub retention: crate::maintain::Retention,
     pub snapshots: Vec<i64>,
     pub expired_tags: Vec<String>,
     pub tags_kept: usize,
@@ -954,23 +953,21 @@ fn diff_maintenance(
         (&m.compaction, files, md.current_snapshot_id())
     {
         match crate::maintain::strategy_supported(spec, !md.default_sort_order().is_unsorted()) {
-            Err(e) => plan.errors.push(t.error_at(
-                "spec.maintenance.compaction",
-                format!("{}: {e}", t.table_name()),
-            )),
+            Err(e) => plan
+                .errors
+                .push(t.error_at("spec.maintenance.compaction", format!("{name}: {e}"))),
             Ok(()) => {
                 let policy = crate::maintain::CompactionPolicy::resolve(spec, Some(md));
                 let c = crate::maintain::plan_compaction(files, md, &policy);
                 if !c.is_empty() {
                     if pending {
                         plan.hints.push(format!(
-                            "{}: compaction ({} files) is planned again after this apply's other changes to the table",
-                            t.table_name(),
+                            "{name}: compaction ({} files) is planned again after this apply's other changes to the table",
                             c.input_files()
                         ));
                     } else {
                         plan.changes.push(Change::Compact(Box::new(CompactChange {
-                            table: t.table_name(),
+                            table: name.clone(),
                             manifest: t.file.clone(),
                             snapshot_id,
                             policy,
@@ -983,19 +980,14 @@ fn diff_maintenance(
         }
     }
     if let Some(e) = &m.expire {
-        let (keep_last, max_age_ms) = crate::maintain::retention_of(e);
-        let (_, expired, expired_tags) = crate::maintain::expiry_selection(
-            md,
-            keep_last,
-            max_age_ms,
-            chrono::Utc::now().timestamp_millis(),
-        );
+        let retention = crate::maintain::Retention::of_maintenance(e);
+        let (_, expired, expired_tags) =
+            crate::maintain::expiry_selection(md, retention, chrono::Utc::now().timestamp_millis());
         if !expired.is_empty() || !expired_tags.is_empty() {
             plan.changes.push(Change::Expire(Box::new(ExpireChange {
-                table: t.table_name(),
+                table: name.clone(),
                 manifest: t.file.clone(),
-                keep_last,
-                max_age_days: (max_age_ms / 86_400_000) as u64,
+                retention,
                 tags_kept: crate::maintain::tags_kept(md, &expired_tags),
                 snapshots: expired,
                 expired_tags,
@@ -1007,7 +999,7 @@ fn diff_maintenance(
             Ok(files) if !files.is_empty() => {
                 plan.changes
                     .push(Change::RemoveOrphans(Box::new(OrphansChange {
-                        table: t.table_name(),
+                        table: name.clone(),
                         manifest: t.file.clone(),
                         older_than_hours: o.older_than_hours.unwrap_or(72),
                         bytes: files.iter().map(|f| f.size).sum(),
@@ -1015,10 +1007,9 @@ fn diff_maintenance(
                     })));
             }
             Ok(_) => {}
-            Err(e) => plan.hints.push(format!(
-                "{}: orphan files not looked for: {e}",
-                t.table_name()
-            )),
+            Err(e) => plan
+                .hints
+                .push(format!("{name}: orphan files not looked for: {e}")),
         }
     }
     if let (Some(spec), Some(files)) = (&m.manifests, files) {

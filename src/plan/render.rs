@@ -249,8 +249,8 @@ pub fn text(plan: &Plan, style: Style) -> String {
                     e.snapshots.len(),
                     style.bold(&e.table),
                     e.tags_kept,
-                    e.keep_last,
-                    e.max_age_days,
+                    e.retention.keep_last,
+                    e.retention.max_age_ms / 86_400_000,
                     style.dim(&format!("({})", e.manifest.display()))
                 );
                 out.push('\n');

@@ -441,45 +441,20 @@ struct FloatJson<'a, T: arrow_array::ArrowPrimitiveType>(&'a arrow_array::Primit
 impl<T> arrow_json::Encoder for FloatJson<'_, T>
 where
     T: arrow_array::ArrowPrimitiveType,
-    T::Native: num_like::Float,
+    T::Native: std::fmt::Debug,
 {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        use num_like::Float;
-        let v = self.0.value(idx);
-        let text = if v.nan() {
-            "\"NaN\"".to_string()
-        } else if v.infinite() {
-            if v.negative() {
-                "\"-Infinity\""
-            } else {
-                "\"Infinity\""
-            }
-            .to_string()
-        } else {
-            // Debug is the shortest text that reads back to the same value ("1.0", "1e20").
-            format!("{v:?}")
+        // Debug is the shortest text that reads back to the same value ("1.0", "1e20")
+        // and spells the non-finite ones "NaN", "inf", "-inf".
+        let text = format!("{:?}", self.0.value(idx));
+        let text = match text.as_str() {
+            "NaN" => "\"NaN\"",
+            "inf" => "\"Infinity\"",
+            "-inf" => "\"-Infinity\"",
+            finite => finite,
         };
         out.extend_from_slice(text.as_bytes());
     }
-}
-
-mod num_like {
-    /// What JSON output needs of f32 and f64.
-    pub trait Float: Copy + std::fmt::Debug {
-        fn nan(self) -> bool;
-        fn infinite(self) -> bool;
-        fn negative(self) -> bool;
-    }
-    macro_rules! float {
-        ($($t:ty),*) => {$(
-            impl Float for $t {
-                fn nan(self) -> bool { self.is_nan() }
-                fn infinite(self) -> bool { self.is_infinite() }
-                fn negative(self) -> bool { self.is_sign_negative() }
-            }
-        )*};
-    }
-    float!(f32, f64);
 }
 
 /// Batches as an Arrow IPC stream.
