@@ -107,8 +107,9 @@ fn chunk_bytes() -> usize {
 pub(crate) use crate::engine::workers;
 
 /// Writer properties from the table's `write.parquet.*` properties (zstd level 1 by
-/// default: Iceberg's default codec, at its fastest level).
-pub fn writer_properties(md: &TableMetadata) -> WriterProperties {
+/// default: Iceberg's default codec, at its fastest level), for files that roll at
+/// `target` bytes.
+pub fn writer_properties(md: &TableMetadata, target: usize) -> WriterProperties {
     let props = md.properties();
     let level = props
         .get("write.parquet.compression-level")
@@ -136,14 +137,20 @@ pub fn writer_properties(md: &TableMetadata) -> WriterProperties {
         });
     // Every open data file buffers a page (and a dictionary) per column: with a writer
     // per partition per worker, these limits are what bound ingest memory.
+    // A file rolls once its written bytes plus the open pages (not yet compressed, one
+    // per column) pass the target: with pages near the target (small targets), every
+    // file would roll after its first batch, a fraction of the target in size. Pages
+    // stay at most an eighth of the target across the columns.
+    let columns = md.current_schema().as_struct().fields().len().max(1);
+    let page_default = (target / 8 / columns).clamp(8 << 10, 256 << 10);
     let page = props
         .get("write.parquet.page-size-bytes")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256 << 10);
+        .unwrap_or(page_default);
     let dict = props
         .get("write.parquet.dict-size-bytes")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256 << 10);
+        .unwrap_or(page_default);
     let mut b = WriterProperties::builder()
         .set_compression(codec)
         .set_max_row_group_row_count(Some(row_group))
@@ -178,7 +185,8 @@ pub fn writer_properties(md: &TableMetadata) -> WriterProperties {
     b.build()
 }
 
-fn target_file_size(md: &TableMetadata) -> usize {
+/// The table's `write.target-file-size-bytes` (512 MiB, Iceberg's default, without it).
+pub(crate) fn target_file_size(md: &TableMetadata) -> usize {
     md.properties()
         .get("write.target-file-size-bytes")
         .and_then(|v| v.parse().ok())
@@ -221,7 +229,7 @@ impl TableWriter {
         target: usize,
     ) -> Result<TableWriter, iceberg::Error> {
         let schema = md.current_schema().clone();
-        let parquet = ParquetWriterBuilder::new(writer_properties(md), schema.clone());
+        let parquet = ParquetWriterBuilder::new(writer_properties(md, target), schema.clone());
         let rolling = RollingFileWriterBuilder::new(
             parquet,
             target,

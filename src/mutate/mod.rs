@@ -10,7 +10,8 @@
 //!    matching rows counted. A file with none is left alone;
 //! 4. [`rewrite`]: each file with matching rows is read whole (with the current schema,
 //!    by field id) and written again through the ingest writer (partition spec, sort
-//!    order, target file size, compression), with the rows deleted or updated.
+//!    order, target file size, compression), with the rows deleted or updated; a file
+//!    stays one file unless its rows grew by a quarter.
 
 pub mod expr;
 
@@ -425,9 +426,14 @@ pub async fn rewrite(
                     .collect::<Vec<_>>()
                     .join("; ")
             })?;
-            let mut writer = crate::ingest::TableWriter::new(file_io, md, &prefix)
-                .await
-                .map_err(|e| e.to_string())?;
+            // A file rewritten with a few rows changed stays one file: it rolls at the
+            // table's target or a quarter over the file's own size, whichever is larger.
+            let size = usize::try_from(f.data_file().file_size_in_bytes()).unwrap_or(usize::MAX);
+            let target = crate::ingest::target_file_size(md).max(size.saturating_add(size / 4));
+            let mut writer =
+                crate::ingest::TableWriter::with_target_size(file_io, md, &prefix, target)
+                    .await
+                    .map_err(|e| e.to_string())?;
             let mut changed = 0u64;
             while let Some(b) = batches.next().await {
                 let b = b.map_err(|e| format!("{}: {e}", f.path()))?;
