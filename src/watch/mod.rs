@@ -153,6 +153,9 @@ struct Shared {
     counters: Counters,
     /// Per table, when its maintenance last ran (it runs again after `every`).
     maintained: Mutex<HashMap<String, std::time::Instant>>,
+    /// Per table with declared maintenance, when it is due again: the loop wakes then,
+    /// with no new input and long before the resync interval.
+    maintenance_due: Mutex<HashMap<String, Instant>>,
 }
 
 /// How often a table's maintenance runs under `watch` (`spec.maintenance.every`,
@@ -226,6 +229,7 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
         status: Mutex::new(Status::default()),
         counters: Counters::default(),
         maintained: Mutex::new(HashMap::new()),
+        maintenance_due: Mutex::new(HashMap::new()),
     });
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -292,16 +296,24 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
         if stop.load(Ordering::SeqCst) || config.max_cycles.is_some_and(|m| cycles >= m) {
             return Ok(());
         }
-        // Sleep until the interval is up, a watched file changes, a backoff expires,
-        // or a signal.
+        // Sleep until the interval is up, a watched file changes, a backoff expires, a
+        // table's maintenance is due, or a signal.
         let deadline = Instant::now() + config.interval;
         let next_retry = backoff.values().map(|(_, at, _)| *at).min();
+        let next_maintenance = shared
+            .maintenance_due
+            .lock()
+            .ok()
+            .and_then(|m| m.values().min().copied());
         loop {
             if stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
             let now = Instant::now();
-            if now >= deadline || next_retry.is_some_and(|t| now >= t) {
+            if now >= deadline
+                || next_retry.is_some_and(|t| now >= t)
+                || next_maintenance.is_some_and(|t| now >= t)
+            {
                 break;
             }
             // Wake up at least every 250 ms for a signal, a retry or a pull.
@@ -471,6 +483,13 @@ async fn reconcile_once(
     let mark_maintained = |result: String| {
         if let Ok(mut m) = shared.maintained.lock() {
             m.insert(name.clone(), std::time::Instant::now());
+        }
+        if let Ok(mut m) = shared.maintenance_due.lock() {
+            if declared {
+                m.insert(name.clone(), Instant::now() + maintenance_every(set));
+            } else {
+                m.remove(&name);
+            }
         }
         MaintenanceStatus {
             at: now_rfc3339(),
