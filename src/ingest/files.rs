@@ -133,8 +133,12 @@ fn pathdiff(p: &Path, base: &Path) -> String {
 }
 
 /// Format from the extension (`.csv`, `.tsv`, `.json`, `.jsonl`, `.ndjson`, `.parquet`),
-/// ignoring a trailing compression suffix is not supported yet.
+/// after a compression suffix (`.gz`, `.zst`, `.bz2`): `orders.csv.gz` is CSV.
 pub fn format_of(p: &Path) -> Option<SourceFormat> {
+    let p = match crate::manifest::types::Compression::from_path(p) {
+        crate::manifest::types::Compression::None => p.to_path_buf(),
+        _ => p.with_extension(""),
+    };
     match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
         "csv" | "tsv" | "txt" => Some(SourceFormat::Csv),
         "json" | "jsonl" | "ndjson" => Some(SourceFormat::Json),

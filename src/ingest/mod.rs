@@ -20,6 +20,7 @@
 pub mod files;
 mod read;
 pub mod s3;
+mod text;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,7 +97,7 @@ impl Progress for () {
 /// Rows per Arrow batch.
 pub const BATCH_ROWS: usize = 65_536;
 
-fn chunk_bytes() -> usize {
+pub(crate) fn chunk_bytes() -> usize {
     std::env::var("LAKECTL_INGEST_CHUNK_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -454,7 +455,9 @@ mod arrow_ord_sort {
 }
 
 /// Writes every file of one source into data files of the table (current schema and
-/// default spec). Files are read in order; a CSV's chunks are spread over the workers.
+/// default spec). The units of all files (a plain CSV's chunks, other files whole) go
+/// on one queue that every worker takes from, each worker writing its own data files
+/// across them: many small files keep every core busy and become few data files.
 pub async fn write_source(
     file_io: &FileIO,
     md: &TableMetadata,
@@ -470,76 +473,101 @@ pub async fn write_source(
         rejects_dir,
         source.on_error == OnError::Skip,
     ));
-    for f in files {
-        // The ledger's content hash is read alongside the parse, not before it (S3
-        // objects are identified by their ETag).
-        let hash_task = {
+    // The ledger's content hashes are read alongside the parse, not before it (S3
+    // objects are identified by their ETag).
+    let hashes: Vec<_> = files
+        .iter()
+        .map(|f| {
             let etag = f.file.etag.clone();
             let location = f.file.location.clone();
             tokio::task::spawn_blocking(move || match etag {
                 Some(etag) => Ok(format!("etag:{etag}")),
                 None => files::content_hash(&location),
             })
-        };
-        let units = read::plan_units(f, source, md, chunk_bytes())?;
-        let rows = Arc::new(AtomicU64::new(0));
-        let units = Arc::new(std::sync::Mutex::new(units.into_iter()));
-        let mut tasks = Vec::new();
-        for w in 0..n_workers {
-            let units = units.clone();
-            let file_io = file_io.clone();
-            let md = md.clone();
-            let rows = rows.clone();
-            let rejects = rejects.clone();
-            let progress = progress.clone();
-            let prefix = format!("{run}-{}-{w}", written.files.len());
-            tasks.push(tokio::spawn(async move {
-                let mut writer: Option<TableWriter> = None;
-                loop {
-                    let unit = units.lock().ok().and_then(|mut it| it.next());
-                    let Some(unit) = unit else { break };
-                    let bytes = unit.bytes();
-                    let batches = tokio::task::spawn_blocking({
-                        let rejects = rejects.clone();
-                        move || unit.read(&rejects)
-                    })
-                    .await
-                    .map_err(|e| IngestError::File {
-                        file: String::new(),
-                        message: format!("reader panicked: {e}"),
-                    })??;
-                    if writer.is_none() {
-                        writer = Some(TableWriter::new(&file_io, &md, &prefix).await?);
-                    }
-                    if let Some(w) = writer.as_mut() {
-                        for b in batches {
-                            rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                            w.write(b).await?;
-                        }
-                    }
-                    progress.advance(bytes);
+        })
+        .collect();
+    let mut queue = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        queue.extend(
+            read::plan_units(f, source, md, chunk_bytes())?
+                .into_iter()
+                .map(|u| (i, u)),
+        );
+    }
+    let rows: Arc<Vec<AtomicU64>> = Arc::new(files.iter().map(|_| AtomicU64::new(0)).collect());
+    let units = Arc::new(std::sync::Mutex::new(queue.into_iter()));
+    let mut tasks = Vec::new();
+    for w in 0..n_workers {
+        let units = units.clone();
+        let file_io = file_io.clone();
+        let md = md.clone();
+        let rows = rows.clone();
+        let rejects = rejects.clone();
+        let progress = progress.clone();
+        let prefix = format!("{run}-{w}");
+        tasks.push(tokio::spawn(async move {
+            let mut writer: Option<TableWriter> = None;
+            loop {
+                let unit = units.lock().ok().and_then(|mut it| it.next());
+                let Some((i, unit)) = unit else { break };
+                let bytes = unit.bytes();
+                let batches = tokio::task::spawn_blocking({
+                    let rejects = rejects.clone();
+                    move || unit.read(&rejects)
+                })
+                .await
+                .map_err(|e| {
+                    (
+                        i,
+                        IngestError::File {
+                            file: String::new(),
+                            message: format!("reader panicked: {e}"),
+                        },
+                    )
+                })?
+                .map_err(|e| (i, e))?;
+                if writer.is_none() {
+                    writer = Some(
+                        TableWriter::new(&file_io, &md, &prefix)
+                            .await
+                            .map_err(|e| (i, e.into()))?,
+                    );
                 }
-                match writer {
-                    Some(w) => Ok::<_, IngestError>(w.close().await?),
-                    None => Ok(Vec::new()),
+                if let Some(w) = writer.as_mut() {
+                    for b in batches {
+                        rows[i].fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                        w.write(b).await.map_err(|e| (i, e.into()))?;
+                    }
                 }
-            }));
-        }
-        let mut errors = Vec::new();
-        for t in tasks {
-            match t.await {
-                Ok(Ok(files)) => written.data_files.extend(files),
-                Ok(Err(e)) => errors.push(e),
-                Err(e) => errors.push(IngestError::File {
-                    file: f.file.path.clone(),
-                    message: format!("worker failed: {e}"),
-                }),
+                progress.advance(bytes);
             }
+            match writer {
+                Some(w) => {
+                    Ok::<_, (usize, IngestError)>(w.close().await.map_err(|e| (0, e.into()))?)
+                }
+                None => Ok(Vec::new()),
+            }
+        }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(files)) => written.data_files.extend(files),
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push((
+                0,
+                IngestError::File {
+                    file: String::new(),
+                    message: format!("worker failed: {e}"),
+                },
+            )),
         }
-        if !errors.is_empty() {
-            return Err(earliest(errors));
-        }
-        let hash = hash_task
+    }
+    if !errors.is_empty() {
+        return Err(earliest(errors));
+    }
+    for ((f, hash), n) in files.iter().zip(hashes).zip(rows.iter()) {
+        let hash = hash
             .await
             .map_err(|e| IngestError::File {
                 file: f.file.path.clone(),
@@ -549,7 +577,7 @@ pub async fn write_source(
                 file: f.file.path.clone(),
                 message: format!("cannot read: {e}"),
             })?;
-        let n = rows.load(Ordering::Relaxed);
+        let n = n.load(Ordering::Relaxed);
         written.records += n;
         written.files.push(IngestedFile {
             path: f.file.path.clone(),
@@ -565,11 +593,12 @@ pub async fn write_source(
 }
 
 /// Of the errors the workers hit, the one a user should see first: the earliest bad
-/// line (workers read chunks in parallel, so the first to fail is not the first line).
-fn earliest(mut errors: Vec<IngestError>) -> IngestError {
-    errors.sort_by_key(|e| match e {
-        IngestError::Row(r) => (0, r.line),
-        _ => (1, 0),
+/// line of the earliest file (workers read chunks in parallel, so the first to fail is
+/// not the first line).
+fn earliest(mut errors: Vec<(usize, IngestError)>) -> IngestError {
+    errors.sort_by_key(|(i, e)| match e {
+        IngestError::Row(r) => (*i, 0, r.line),
+        _ => (*i, 1, 0),
     });
-    errors.remove(0)
+    errors.remove(0).1
 }

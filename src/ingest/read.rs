@@ -10,7 +10,7 @@ use arrow_array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, St
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef as ArrowSchemaRef, TimeUnit};
 use iceberg::spec::TableMetadata;
 
-use super::{FileToIngest, IngestError, RowError, BATCH_ROWS};
+use super::{text, FileToIngest, IngestError, RowError, BATCH_ROWS};
 use crate::manifest::types::{OnError, SourceFormat, SourceSpec};
 
 /// How source columns map onto the table's top-level columns.
@@ -153,11 +153,15 @@ fn csv_native(t: &DataType) -> bool {
 
 /// A piece of work for one worker.
 pub enum Unit {
+    /// A byte range of a plain CSV file, cut between records.
     CsvChunk {
         ctx: Arc<CsvFile>,
         start: u64,
         end: u64,
     },
+    /// A compressed (or multi-byte encoded) CSV file, decoded as a stream and parsed
+    /// chunk by chunk.
+    CsvStream { ctx: Arc<CsvFile>, size: u64 },
     Whole {
         file: FileToIngest,
         source: Box<SourceSpec>,
@@ -168,11 +172,13 @@ pub enum Unit {
 pub struct CsvFile {
     path: String,
     location: PathBuf,
+    source: SourceSpec,
+    /// Skip the first record (the header) of the stream.
+    header: bool,
     mapping: Mapping,
     /// The schema arrow-csv parses into (source names, target types or Utf8).
     read_schema: ArrowSchemaRef,
-    delimiter: u8,
-    quote: u8,
+    dialect: text::Dialect,
     null_string: String,
     timestamp_format: Option<String>,
     on_error: OnError,
@@ -182,6 +188,7 @@ impl Unit {
     pub fn bytes(&self) -> u64 {
         match self {
             Unit::CsvChunk { start, end, .. } => end - start,
+            Unit::CsvStream { size, .. } => *size,
             Unit::Whole { file, .. } => file.file.size,
         }
     }
@@ -189,6 +196,7 @@ impl Unit {
     pub fn read(self, rejects: &Rejects) -> Result<Vec<RecordBatch>, IngestError> {
         match self {
             Unit::CsvChunk { ctx, start, end } => read_csv_chunk(&ctx, start, end, rejects),
+            Unit::CsvStream { ctx, .. } => read_csv_stream(&ctx, rejects),
             Unit::Whole { file, source, md } => match file.format {
                 SourceFormat::Json => read_json(&file, &source, &md, rejects),
                 SourceFormat::Parquet => read_parquet(&file, &source, &md),
@@ -222,21 +230,70 @@ pub fn plan_units(
     let path = &f.file.path;
     let delimiter = source.csv.delimiter.bytes().next().unwrap_or(b',');
     let quote = source.csv.quote.bytes().next().unwrap_or(b'"');
-    let mut file =
-        File::open(&f.file.location).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
-    let size = f.file.size;
-    // Header.
-    let mut reader = BufReader::new(&mut file);
-    let mut first = Vec::new();
-    reader
-        .read_until(b'\n', &mut first)
-        .map_err(|e| file_err(path, e))?;
+    let dialect = text::Dialect { delimiter, quote };
+    let seekable = text::seekable(path, source);
+    // The head of the file (as stored when seekable, else as decoded text), long enough
+    // to hold the header record whole.
+    let mut reader: Box<dyn Read + Send> = if seekable {
+        Box::new(
+            File::open(&f.file.location)
+                .map_err(|e| file_err(path, format!("cannot open: {e}")))?,
+        )
+    } else {
+        text::open(&f.file.location, path, source)
+            .map_err(|e| file_err(path, format!("cannot open: {e}")))?
+    };
+    let mut head = Vec::new();
+    let mut eof;
+    let (names, header_end) = loop {
+        let mut block = vec![0u8; 64 << 10];
+        let n = reader.read(&mut block).map_err(|e| file_err(path, e))?;
+        head.extend_from_slice(&block[..n]);
+        eof = n == 0;
+        let bom = if seekable { text::bom_len(&head) } else { 0 };
+        if !eof && head.len() < bom + 4 {
+            continue;
+        }
+        if !source.csv.header {
+            break (Vec::new(), bom);
+        }
+        let (fields, end) = dialect
+            .first_record(&head[bom..])
+            .map_err(|e| file_err(path, format!("header: {e}")))?;
+        if eof || bom + end < head.len() {
+            let names = fields
+                .into_iter()
+                .map(|raw| {
+                    let raw = if seekable {
+                        text::decode_chunk(raw, source)
+                    } else {
+                        raw
+                    };
+                    String::from_utf8(raw)
+                        .map(|s| s.trim().to_string())
+                        .map_err(|_| {
+                            file_err(
+                                path,
+                                "the header is not UTF-8 (declare the file's `encoding:`)",
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            break (names, bom + end);
+        }
+    };
     drop(reader);
+    // An empty file (or one holding only a BOM or blank lines): no rows.
+    if head[header_end.min(head.len())..]
+        .iter()
+        .all(|b| b.is_ascii_whitespace())
+        && eof
+        && (names.is_empty() || names.iter().all(String::is_empty))
+    {
+        return Ok(Vec::new());
+    }
     let (names, data_start) = if source.csv.header {
-        let line = String::from_utf8_lossy(&first);
-        let line = line.trim_end_matches(['\n', '\r']);
-        let names: Vec<String> = split_header(line, delimiter as char, quote as char);
-        (names, first.len() as u64)
+        (names, header_end as u64)
     } else {
         let names = md
             .current_schema()
@@ -245,7 +302,7 @@ pub fn plan_units(
             .iter()
             .map(|f| f.name.clone())
             .collect();
-        (names, 0)
+        (names, header_end as u64)
     };
     let mapping = mapping(names, source, md, path)?;
     let read_fields: Vec<Field> = mapping
@@ -267,61 +324,129 @@ pub fn plan_units(
     let ctx = Arc::new(CsvFile {
         path: path.clone(),
         location: f.file.location.clone(),
+        source: source.clone(),
+        header: source.csv.header,
         mapping,
         read_schema: Arc::new(ArrowSchema::new(read_fields)),
-        delimiter,
-        quote,
+        dialect,
         null_string: source.csv.null_string.clone(),
         timestamp_format: source.csv.timestamp_format.clone(),
         on_error: source.on_error,
     });
-    // Line-aligned chunks.
+    if !seekable {
+        return Ok(vec![Unit::CsvStream {
+            ctx,
+            size: f.file.size,
+        }]);
+    }
+    let size = f.file.size;
+    let cuts = cut_points(
+        &f.file.location,
+        path,
+        dialect,
+        data_start,
+        size,
+        chunk as u64,
+    )?;
     let mut units = Vec::new();
     let mut start = data_start;
-    let mut buf = [0u8; 64 << 10];
-    while start < size {
-        let mut end = (start + chunk as u64).min(size);
-        if end < size {
-            file.seek(SeekFrom::Start(end))
-                .map_err(|e| file_err(path, e))?;
-            'scan: loop {
-                let n = file.read(&mut buf).map_err(|e| file_err(path, e))?;
-                if n == 0 {
-                    end = size;
-                    break;
-                }
-                if let Some(i) = buf[..n].iter().position(|b| *b == b'\n') {
-                    end += i as u64 + 1;
-                    break 'scan;
-                }
-                end += n as u64;
-            }
+    for end in cuts.into_iter().chain(std::iter::once(size)) {
+        if end > start {
+            units.push(Unit::CsvChunk {
+                ctx: ctx.clone(),
+                start,
+                end,
+            });
         }
-        units.push(Unit::CsvChunk {
-            ctx: ctx.clone(),
-            start,
-            end,
-        });
         start = end;
     }
     Ok(units)
 }
 
-fn split_header(line: &str, delimiter: char, quote: char) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
+/// Where to cut a plain CSV file into chunks of about `chunk` bytes: just past a
+/// record's end, as the parser splits records. A file without the quote character
+/// is cut at the next newline; one with it is scanned front to back with the
+/// parser's quote state (a newline inside quotes is no cut point).
+fn cut_points(
+    location: &Path,
+    path: &str,
+    dialect: text::Dialect,
+    data_start: u64,
+    size: u64,
+    chunk: u64,
+) -> Result<Vec<u64>, IngestError> {
+    if size.saturating_sub(data_start) <= chunk {
+        return Ok(Vec::new());
+    }
+    let mut file = File::open(location).map_err(|e| file_err(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    file.seek(SeekFrom::Start(data_start))
+        .map_err(|e| file_err(path, e))?;
     let mut quoted = false;
-    for c in line.chars() {
-        if c == quote {
-            quoted = !quoted;
-        } else if c == delimiter && !quoted {
-            out.push(std::mem::take(&mut cur).trim().to_string());
-        } else {
-            cur.push(c);
+    loop {
+        let n = file.read(&mut buf).map_err(|e| file_err(path, e))?;
+        if n == 0 {
+            break;
+        }
+        if memchr::memchr(dialect.quote, &buf[..n]).is_some() {
+            quoted = true;
+            break;
         }
     }
-    out.push(cur.trim().to_string());
-    out
+    let mut cuts = Vec::new();
+    if !quoted {
+        let mut start = data_start;
+        loop {
+            let mut end = start + chunk;
+            if end >= size {
+                return Ok(cuts);
+            }
+            file.seek(SeekFrom::Start(end))
+                .map_err(|e| file_err(path, e))?;
+            loop {
+                let n = file.read(&mut buf).map_err(|e| file_err(path, e))?;
+                if n == 0 {
+                    return Ok(cuts);
+                }
+                if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                    end += i as u64 + 1;
+                    break;
+                }
+                end += n as u64;
+            }
+            if end >= size {
+                return Ok(cuts);
+            }
+            cuts.push(end);
+            start = end;
+        }
+    }
+    file.seek(SeekFrom::Start(data_start))
+        .map_err(|e| file_err(path, e))?;
+    let mut finder = text::CutFinder::new(dialect);
+    let mut offset = data_start;
+    let mut next = data_start + chunk;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| file_err(path, e))?;
+        if n == 0 {
+            return Ok(cuts);
+        }
+        let mut pos = 0usize;
+        while pos < n {
+            match finder.feed(&buf[pos..n]) {
+                Some(k) => {
+                    pos += k;
+                    let at = offset + pos as u64;
+                    if at >= next && at < size {
+                        cuts.push(at);
+                        next = at + chunk;
+                    }
+                }
+                None => break,
+            }
+        }
+        offset += n as u64;
+    }
 }
 
 fn read_range(ctx: &CsvFile, start: u64, end: u64) -> Result<Vec<u8>, IngestError> {
@@ -361,8 +486,8 @@ fn csv_reader<'a>(
 ) -> Result<arrow_csv::Reader<&'a [u8]>, arrow_schema::ArrowError> {
     let mut b = arrow_csv::ReaderBuilder::new(schema)
         .with_header(false)
-        .with_delimiter(ctx.delimiter)
-        .with_quote(ctx.quote)
+        .with_delimiter(ctx.dialect.delimiter)
+        .with_quote(ctx.dialect.quote)
         .with_batch_size(BATCH_ROWS);
     if !ctx.null_string.is_empty() {
         if let Ok(re) = regex::Regex::new(&format!("^{}$", regex::escape(&ctx.null_string))) {
@@ -378,10 +503,83 @@ fn read_csv_chunk(
     end: u64,
     rejects: &Rejects,
 ) -> Result<Vec<RecordBatch>, IngestError> {
-    let data = read_range(ctx, start, end)?;
+    let data = text::decode_chunk(read_range(ctx, start, end)?, &ctx.source);
+    parse_csv(ctx, &data, &|| line_at(ctx, start), rejects)
+}
+
+/// A compressed or multi-byte encoded CSV: decoded as a stream, cut between records
+/// into chunks of the usual size, each parsed as a chunk of a plain file is.
+fn read_csv_stream(ctx: &CsvFile, rejects: &Rejects) -> Result<Vec<RecordBatch>, IngestError> {
+    let mut reader = text::open(&ctx.location, &ctx.path, &ctx.source)
+        .map_err(|e| file_err(&ctx.path, format!("cannot open: {e}")))?;
+    let chunk = super::chunk_bytes();
+    let mut finder = text::CutFinder::new(ctx.dialect);
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk + (1 << 20));
+    // Bytes of `buf` already fed to the finder, and the last record end among them.
+    let mut fed = 0usize;
+    let mut last_end: Option<usize> = None;
+    let mut line = 1u64;
+    let mut skip_header = ctx.header;
+    let mut out = Vec::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let n = reader
+            .read(&mut block)
+            .map_err(|e| file_err(&ctx.path, format!("cannot read: {e}")))?;
+        buf.extend_from_slice(&block[..n]);
+        if let Some(k) = finder.feed_all(&buf[fed..]) {
+            last_end = Some(fed + k);
+        }
+        fed = buf.len();
+        if skip_header {
+            if let Some(end) = first_end(&buf, ctx.dialect, n == 0) {
+                line += memchr::memchr_iter(b'\n', &buf[..end]).count() as u64;
+                buf.drain(..end);
+                fed -= end;
+                last_end = last_end.and_then(|e| e.checked_sub(end)).filter(|e| *e > 0);
+                skip_header = false;
+            } else if n > 0 {
+                continue;
+            }
+        }
+        let cut = if n == 0 {
+            Some(buf.len())
+        } else if buf.len() >= chunk {
+            last_end
+        } else {
+            None
+        };
+        if let Some(cut) = cut.filter(|c| *c > 0) {
+            let first = line;
+            out.extend(parse_csv(ctx, &buf[..cut], &|| Ok(first), rejects)?);
+            line += memchr::memchr_iter(b'\n', &buf[..cut]).count() as u64;
+            buf.drain(..cut);
+            fed -= cut;
+            last_end = None;
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+/// The end of the first record of `data` (the header), once `data` holds it whole.
+fn first_end(data: &[u8], dialect: text::Dialect, eof: bool) -> Option<usize> {
+    let ends = dialect.record_ends(data, eof);
+    ends.first().copied().or(eof.then_some(data.len()))
+}
+
+/// Parses CSV text (whole records) into table batches; `first_line` is the 1-based
+/// line of its first byte in the file, asked only to locate a bad row.
+fn parse_csv(
+    ctx: &CsvFile,
+    data: &[u8],
+    first_line: &dyn Fn() -> Result<u64, IngestError>,
+    rejects: &Rejects,
+) -> Result<Vec<RecordBatch>, IngestError> {
     // Fast path: parse straight into the table's types.
     let fast = (|| -> Result<Vec<RecordBatch>, ()> {
-        let reader = csv_reader(ctx, ctx.read_schema.clone(), &data).map_err(|_| ())?;
+        let reader = csv_reader(ctx, ctx.read_schema.clone(), data).map_err(|_| ())?;
         let mut out = Vec::new();
         for b in reader {
             let b = b.map_err(|_| ())?;
@@ -392,18 +590,17 @@ fn read_csv_chunk(
     if let Ok(batches) = fast {
         return Ok(batches);
     }
-    slow_csv_chunk(ctx, start, &data, rejects)
+    slow_csv_chunk(ctx, first_line()?, data, rejects)
 }
 
 /// Parses a chunk as text and casts column by column: finds every bad value's line
 /// and column; fails on the first or skips the bad rows into the rejects file.
 fn slow_csv_chunk(
     ctx: &CsvFile,
-    start: u64,
+    first_line: u64,
     data: &[u8],
     rejects: &Rejects,
 ) -> Result<Vec<RecordBatch>, IngestError> {
-    let first_line = line_at(ctx, start)?;
     let text_schema = Arc::new(ArrowSchema::new(
         ctx.read_schema
             .fields()
@@ -411,7 +608,28 @@ fn slow_csv_chunk(
             .map(|f| Field::new(f.name(), DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ));
-    let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    // Each record's bytes and first line (a quoted field may hold newlines).
+    let ends = ctx.dialect.record_ends(data, true);
+    let mut records: Vec<(&[u8], u64)> = Vec::with_capacity(ends.len());
+    let (mut at, mut line) = (0usize, first_line);
+    for end in ends {
+        let raw = &data[at..end];
+        // Blank lines are no records: the record starts past them.
+        let blank = raw
+            .iter()
+            .take_while(|b| **b == b'\n' || **b == b'\r')
+            .count();
+        let lead = raw[..blank].iter().filter(|b| **b == b'\n').count() as u64;
+        records.push((&raw[blank..], line + lead));
+        line += memchr::memchr_iter(b'\n', raw).count() as u64;
+        at = end;
+    }
+    let line_of = |r: u64| -> u64 {
+        records
+            .get(r as usize)
+            .map(|(_, l)| *l)
+            .unwrap_or(first_line + r)
+    };
     let reader = csv_reader(ctx, text_schema, data).map_err(|e| file_err(&ctx.path, e))?;
     let mut out = Vec::new();
     let mut row0 = 0u64;
@@ -427,7 +645,7 @@ fn slow_csv_chunk(
             match local {
                 Some(l) => IngestError::Row(RowError {
                     file: ctx.path.clone(),
-                    line: first_line + l - 1,
+                    line: line_of(l.saturating_sub(1)),
                     column: 1,
                     message: msg.replace(&format!("for line {l}"), "in this line"),
                 }),
@@ -492,7 +710,7 @@ fn slow_csv_chunk(
         }
         for (r, slot) in bad.iter().enumerate() {
             if let Some((j, msg)) = slot {
-                let line = first_line + row0 + r as u64;
+                let line = line_of(row0 + r as u64);
                 if ctx.on_error == OnError::Fail {
                     return Err(RowError {
                         file: ctx.path.clone(),
@@ -502,10 +720,11 @@ fn slow_csv_chunk(
                     }
                     .into());
                 }
-                let raw = lines
+                let raw = records
                     .get((row0 + r as u64) as usize)
-                    .copied()
+                    .map(|(raw, _)| *raw)
                     .unwrap_or_default();
+                let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
                 rejects.add(&ctx.path, line, j + 1, msg, raw);
             }
         }
@@ -720,18 +939,14 @@ fn read_json(
             .collect::<Vec<_>>(),
     ));
     let m = mapping(keys.clone(), source, md, path)?;
-    let file = File::open(&f.file.location).map_err(|e| file_err(path, e))?;
-    let mut lines = BufReader::new(file).lines();
+    let reader = text::open(&f.file.location, path, source)
+        .map_err(|e| file_err(path, format!("cannot open: {e}")))?;
+    let mut records = json_records(BufReader::with_capacity(256 << 10, reader), path);
     let mut out = Vec::new();
-    let mut line_no = 0u64;
     loop {
         let mut block: Vec<(u64, String)> = Vec::with_capacity(8192);
-        for l in lines.by_ref() {
-            let l = l.map_err(|e| file_err(path, e))?;
-            line_no += 1;
-            if !l.trim().is_empty() {
-                block.push((line_no, l));
-            }
+        for r in records.by_ref() {
+            block.push(r?);
             if block.len() == 8192 {
                 break;
             }
@@ -788,13 +1003,178 @@ fn read_json(
     Ok(out)
 }
 
-/// Parquet: columns matched by name, cast to the table's types.
+/// The objects of a JSON source with the line each starts on: one per line (JSON
+/// lines), or the elements of one top-level array (`[{...}, {...}]`, pretty-printed or
+/// not), split as they stream by.
+fn json_records<R: BufRead + 'static>(
+    mut reader: R,
+    path: &str,
+) -> Box<dyn Iterator<Item = Result<(u64, String), IngestError>>> {
+    let path = path.to_string();
+    // Leading whitespace decides the shape.
+    let mut line = 1u64;
+    let array = loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) => return Box::new(std::iter::once(Err(file_err(&path, e)))),
+        };
+        if buf.is_empty() {
+            break false;
+        }
+        let ws = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        line += buf[..ws].iter().filter(|b| **b == b'\n').count() as u64;
+        let found = ws < buf.len();
+        let first = buf.get(ws).copied();
+        reader.consume(ws);
+        if found {
+            break first == Some(b'[');
+        }
+    };
+    if !array {
+        let mut n = line - 1;
+        return Box::new(reader.lines().filter_map(move |l| {
+            n += 1;
+            match l {
+                Ok(l) if l.trim().is_empty() => None,
+                Ok(l) => Some(Ok((n, l))),
+                Err(e) => Some(Err(file_err(&path, e))),
+            }
+        }));
+    }
+    reader.consume(1);
+    let mut bytes = reader.bytes();
+    let mut done = false;
+    Box::new(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        // One element: from its first byte to the comma or bracket after it, at depth 0
+        // and outside strings.
+        let mut cur: Vec<u8> = Vec::new();
+        let (mut depth, mut in_str, mut esc) = (0i32, false, false);
+        let mut start_line = line;
+        loop {
+            let Some(b) = bytes.next() else {
+                done = true;
+                return Some(Err(file_err(
+                    &path,
+                    format!("line {line}: the top-level array is not closed"),
+                )));
+            };
+            let b = match b {
+                Ok(b) => b,
+                Err(e) => {
+                    done = true;
+                    return Some(Err(file_err(&path, e)));
+                }
+            };
+            if b == b'\n' {
+                line += 1;
+            }
+            if in_str {
+                cur.push(b);
+                if esc {
+                    esc = false;
+                } else if b == b'\\' {
+                    esc = true;
+                } else if b == b'"' {
+                    in_str = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_str = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth > 0 => depth -= 1,
+                b']' => {
+                    done = true;
+                    return finish(cur, start_line, &path, true);
+                }
+                b',' if depth == 0 => return finish(cur, start_line, &path, false),
+                _ => {}
+            }
+            if cur.is_empty() && b.is_ascii_whitespace() {
+                start_line = line;
+                continue;
+            }
+            cur.push(b);
+        }
+    }))
+}
+
+/// An element of a top-level JSON array as one line of JSON text.
+fn finish(
+    cur: Vec<u8>,
+    line: u64,
+    path: &str,
+    last: bool,
+) -> Option<Result<(u64, String), IngestError>> {
+    let text = match String::from_utf8(cur) {
+        Ok(t) => t,
+        Err(_) => return Some(Err(file_err(path, format!("line {line}: not UTF-8")))),
+    };
+    if text.trim().is_empty() {
+        // `[]`, or a trailing `]` after the last element.
+        return if last {
+            None
+        } else {
+            Some(Err(RowError {
+                file: path.to_string(),
+                line,
+                column: 1,
+                message: "an empty element in the top-level array".into(),
+            }
+            .into()))
+        };
+    }
+    // Newlines inside an element are whitespace (or escaped in strings): one line.
+    Some(Ok((line, text.replace(['\n', '\r'], " "))))
+}
+
+/// Whether a Parquet column of type `from` may fill a table column of type `to`: the
+/// same type, or one Iceberg's promotion rules allow (int → long, float → double,
+/// decimal precision widened), or the same values in another Arrow layout (string
+/// views and large strings, dictionaries, a timestamp in another unit that converts
+/// exactly), or integers checked value by value.
+fn parquet_fits(from: &DataType, to: &DataType) -> bool {
+    use DataType as D;
+    if from == to {
+        return true;
+    }
+    match (from, to) {
+        (D::Dictionary(_, v), _) => parquet_fits(v, to),
+        // Integers into integers, value by value: pandas writes every int as int64, and
+        // a value out of the column's range stops the ingest at its row (no wrap).
+        (
+            D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64,
+            D::Int32 | D::Int64,
+        ) => true,
+        (D::Float16, D::Float32 | D::Float64) | (D::Float32, D::Float64) => true,
+        (D::Decimal128(p1, s1), D::Decimal128(p2, s2)) => s1 == s2 && p1 <= p2,
+        (D::Utf8View | D::LargeUtf8, D::Utf8 | D::LargeUtf8) => true,
+        (D::BinaryView | D::LargeBinary, D::Binary | D::LargeBinary) => true,
+        (D::FixedSizeBinary(_), D::Binary | D::LargeBinary) => true,
+        (D::Timestamp(_, tz1), D::Timestamp(_, tz2)) => tz1.is_some() == tz2.is_some(),
+        // Nested columns: arrow's cast lines children up by position; left to it.
+        (D::Struct(_), D::Struct(_))
+        | (D::List(_) | D::LargeList(_), D::List(_) | D::LargeList(_))
+        | (D::Map(..), D::Map(..)) => true,
+        _ => false,
+    }
+}
+
+/// Parquet: columns matched by name (any order, extra ones ignored unless `strict`),
+/// cast to the table's types where [`parquet_fits`]; any other type is refused with
+/// its column, as is a timestamp finer than the table's that would lose digits.
 fn read_parquet(
     f: &FileToIngest,
     source: &SourceSpec,
     md: &TableMetadata,
 ) -> Result<Vec<RecordBatch>, IngestError> {
     let path = &f.file.path;
+    if f.file.size == 0 {
+        return Ok(Vec::new());
+    }
     let file = File::open(&f.file.location).map_err(|e| file_err(path, e))?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| file_err(path, e))?
@@ -807,10 +1187,32 @@ fn read_parquet(
         .map(|f| f.name().clone())
         .collect();
     let m = mapping(names, source, md, path)?;
+    let file_schema = arrow_array::RecordBatchReader::schema(&reader);
+    for (j, t) in m.targets.iter().enumerate() {
+        let Some(t) = t else { continue };
+        let (from, to) = (
+            file_schema.field(j).data_type(),
+            m.table.field(*t).data_type(),
+        );
+        if !parquet_fits(from, to) {
+            return Err(RowError {
+                file: path.clone(),
+                line: 1,
+                column: j + 1,
+                message: format!(
+                    "column `{}` is {from} in the file and {to} in the table (`{}`): only the same type, a promotion (int → long, float → double, a wider decimal) or integers that fit are cast",
+                    file_schema.field(j).name(),
+                    m.table.field(*t).name()
+                ),
+            }
+            .into());
+        }
+    }
     let mut out = Vec::new();
     let mut row0 = 0u64;
     for b in reader {
         let b = b.map_err(|e| file_err(path, e))?;
+        exact_timestamps(&m, &b, row0, path)?;
         let t = to_table(&m, &b, None).map_err(|(r, j, msg)| {
             IngestError::Row(RowError {
                 file: path.clone(),
@@ -823,6 +1225,55 @@ fn read_parquet(
         out.push(t);
     }
     Ok(out)
+}
+
+/// A timestamp column finer than its table column (nanoseconds into microseconds)
+/// converts only when no value has digits the table cannot keep.
+fn exact_timestamps(
+    m: &Mapping,
+    b: &RecordBatch,
+    row0: u64,
+    path: &str,
+) -> Result<(), IngestError> {
+    use arrow_array::types::Int64Type;
+    for (j, t) in m.targets.iter().enumerate() {
+        let Some(t) = t else { continue };
+        let (DataType::Timestamp(from, _), DataType::Timestamp(to, _)) =
+            (b.column(j).data_type(), m.table.field(*t).data_type())
+        else {
+            continue;
+        };
+        let per = |u: &TimeUnit| match u {
+            TimeUnit::Second => 1i64,
+            TimeUnit::Millisecond => 1_000,
+            TimeUnit::Microsecond => 1_000_000,
+            TimeUnit::Nanosecond => 1_000_000_000,
+        };
+        if per(from) <= per(to) {
+            continue;
+        }
+        let factor = per(from) / per(to);
+        let raw = arrow_cast::cast(b.column(j), &DataType::Int64).map_err(|e| file_err(path, e))?;
+        let raw = raw
+            .as_any()
+            .downcast_ref::<arrow_array::PrimitiveArray<Int64Type>>()
+            .expect("int64");
+        if let Some(r) = (0..raw.len()).find(|r| raw.is_valid(*r) && raw.value(*r) % factor != 0) {
+            return Err(RowError {
+                file: path.to_string(),
+                line: row0 + r as u64 + 1,
+                column: j + 1,
+                message: format!(
+                    "timestamp {} of column `{}` has digits finer than the table's {:?} precision: converting would change it",
+                    raw.value(r),
+                    b.schema().field(j).name(),
+                    to
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The rejects file of `onError: skip`: one CSV line per rejected row.

@@ -632,6 +632,25 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
                 ));
             }
         }
+        for (at, label) in [
+            (child(&path, "encoding"), &src.encoding),
+            (child(&child(&path, "csv"), "encoding"), &src.csv.encoding),
+        ] {
+            if let Some(label) = label {
+                if encoding_rs::Encoding::for_label(label.trim().as_bytes()).is_none() {
+                    errors.push(t.error_at(
+                        &at,
+                        format!("unknown text encoding {label:?} (utf-8, latin1, windows-1252, utf-16, utf-16le, utf-16be, or another WHATWG label)"),
+                    ));
+                }
+            }
+        }
+        if src.encoding.is_some() && src.csv.encoding.is_some() {
+            errors.push(t.error_at(
+                &child(&child(&path, "csv"), "encoding"),
+                "the encoding is given twice (`encoding` and `csv.encoding`): keep one",
+            ));
+        }
         let top: Vec<&str> = m.spec.columns.iter().map(|c| c.name.as_str()).collect();
         let known = |name: &str| {
             top.iter().any(|c| {

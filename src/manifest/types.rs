@@ -337,6 +337,15 @@ pub struct SourceSpec {
     /// CSV options.
     #[serde(default)]
     pub csv: CsvOptions,
+    /// How CSV and JSON files are compressed: gzip, zstd, bzip2 or none; default from
+    /// the extension (`.gz`, `.zst`, `.bz2` after the format's own). Streamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// Text encoding of CSV files: utf-8 (default), latin1, windows-1252, utf-16 (or
+    /// utf-16le / utf-16be; a BOM decides), or any WHATWG label. A UTF-8 byte-order
+    /// mark is always dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
     /// Source column → table column, for names that differ.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, String>,
@@ -360,6 +369,43 @@ pub struct SourceSpec {
     /// Where rejected rows go (CSV); default `.lakectl/rejects/<table>/<source>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects: Option<String>,
+}
+
+/// Compression of a text source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    #[serde(alias = "gz")]
+    Gzip,
+    #[serde(alias = "zst")]
+    Zstd,
+    #[serde(alias = "bz2")]
+    Bzip2,
+}
+
+impl Compression {
+    /// From a file name's last extension.
+    pub fn from_path(p: &std::path::Path) -> Compression {
+        match p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("gz") | Some("gzip") => Compression::Gzip,
+            Some("zst") | Some("zstd") => Compression::Zstd,
+            Some("bz2") => Compression::Bzip2,
+            _ => Compression::None,
+        }
+    }
+}
+
+impl SourceSpec {
+    /// The declared text encoding (`encoding:`, or `csv.encoding`).
+    pub fn text_encoding(&self) -> Option<&str> {
+        self.encoding.as_deref().or(self.csv.encoding.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -406,6 +452,9 @@ pub struct CsvOptions {
     /// chrono format for timestamp columns (default: RFC 3339 / ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_format: Option<String>,
+    /// The source's `encoding`, given here instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
 }
 
 impl Default for CsvOptions {
@@ -416,6 +465,7 @@ impl Default for CsvOptions {
             quote: "\"".into(),
             null_string: String::new(),
             timestamp_format: None,
+            encoding: None,
         }
     }
 }

@@ -14,5 +14,6 @@ mod mutate;
 mod oracle;
 mod s3;
 mod serve;
+mod shapes;
 mod topology;
 mod watch;

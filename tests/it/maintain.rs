@@ -445,7 +445,9 @@ async fn watch_compacts_a_table_fed_small_files_by_itself() {
             "--format",
             "json",
         ]);
-        m["result"].as_str().is_some_and(|r| r.starts_with("compact:"))
+        m["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("compact:"))
             && out.status.success()
             && serde_json::from_slice::<Value>(&out.stdout)
                 .is_ok_and(|v| v[0]["n"].as_i64() == Some(rows))
@@ -458,7 +460,11 @@ async fn watch_compacts_a_table_fed_small_files_by_itself() {
         tokio::time::sleep(std::time::Duration::from_secs(every + 1)).await;
         left = live_data_files(&p).await.0;
     }
-    assert!(left <= 3 * 4, "{left} data files {:?} after the feed: {s}", fed.elapsed());
+    assert!(
+        left <= 3 * 4,
+        "{left} data files {:?} after the feed: {s}",
+        fed.elapsed()
+    );
     let t = totals(&p);
     assert_eq!(t["n"], json!(rows), "{t}");
     assert_eq!(t["d"], json!(rows), "{t}");
