@@ -913,7 +913,13 @@ async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Sty
             return 1;
         }
     };
-    let entries = lakectl::lake::history::history(&state.metadata);
+    let entries = match lake.history(&state.metadata).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
     match output {
         Output::Json => println!(
             "{}",

@@ -98,23 +98,17 @@ pub async fn apply_ingest(
             let spool = tempfile::tempdir()
                 .map_err(|e| LakeError::Unsupported(format!("spool directory: {e}")))?;
             let mut todo = todo;
+            let mut downloads = Vec::new();
             for (i, f) in todo.iter_mut().enumerate() {
                 if f.file.path.starts_with("s3://") || f.file.path.starts_with("s3a://") {
                     let dest = spool.path().join(format!("{i}"));
-                    ingest::s3::download(&f.file.path, &lake.config.storage, &dest)
-                        .await
-                        .map_err(|message| {
-                            ingest_error(
-                                c,
-                                IngestError::File {
-                                    file: f.file.path.clone(),
-                                    message,
-                                },
-                            )
-                        })?;
+                    downloads.push((f.file.path.clone(), dest.clone()));
                     f.file.location = dest;
                 }
             }
+            ingest::s3::download_all(downloads, &lake.config.storage)
+                .await
+                .map_err(|(file, message)| ingest_error(c, IngestError::File { file, message }))?;
             let w = ingest::write_source(
                 lake.file_io(),
                 md,

@@ -115,7 +115,7 @@ async fn prepare(
     table: &str,
     md: &TableMetadata,
     to: &SnapshotRef,
-) -> (Rollback, Vec<TableUpdate>) {
+) -> Result<(Rollback, Vec<TableUpdate>), LakeError> {
     let old: Vec<SnapshotRef> = ledger::ancestry(md);
     let new_md_anc = ledger::ancestry_from(md, Some(to.snapshot_id()));
     let new_ids: HashSet<i64> = new_md_anc.iter().map(|s| s.snapshot_id()).collect();
@@ -144,7 +144,9 @@ async fn prepare(
         if a.change_id.is_empty() || new_changes.contains(&a.change_id) {
             continue;
         }
-        let files = ledger::ingested_of(props)
+        let files = lake
+            .ingested_by(s)
+            .await?
             .into_iter()
             .map(|f| f.path)
             .collect();
@@ -248,7 +250,7 @@ async fn prepare(
         released,
         committed: false,
     };
-    (r, updates)
+    Ok((r, updates))
 }
 
 /// Rolls `ident` back to `target` (or only computes it with `dry_run`).
@@ -274,7 +276,7 @@ pub async fn rollback(
             }
             let to =
                 resolve(md, target).map_err(|e| CommitError::Failed(LakeError::Unsupported(e)))?;
-            let (mut r, updates) = prepare(lake, &table, md, &to).await;
+            let (mut r, updates) = prepare(lake, &table, md, &to).await?;
             if dry_run {
                 return Ok(r);
             }

@@ -43,50 +43,61 @@ pub fn list_local(uri: &str, base: &Path) -> Result<Vec<SourceFile>, String> {
     } else {
         base.join(uri)
     };
-    let mut out = Vec::new();
+    let mut out: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
     let is_glob = uri.contains(['*', '?', '[', '{']);
     if is_glob {
         let full_str = full.to_string_lossy().to_string();
         let root = glob_root(&full_str);
         let matcher = glob(&full_str)?;
         if root.is_dir() {
-            walk(&root, &mut |p| {
+            walk(&root, &mut |p, md| {
                 if matcher.is_match(p) {
-                    out.push(p.to_path_buf());
+                    out.push((p.to_path_buf(), md));
                 }
             })
             .map_err(|e| format!("cannot list {}: {e}", root.display()))?;
         }
     } else if full.is_dir() {
-        walk(&full, &mut |p| out.push(p.to_path_buf()))
+        walk(&full, &mut |p, md| out.push((p.to_path_buf(), md)))
             .map_err(|e| format!("cannot list {}: {e}", full.display()))?;
     } else if full.is_file() {
-        out.push(full.clone());
+        let md =
+            std::fs::metadata(&full).map_err(|e| format!("cannot stat {}: {e}", full.display()))?;
+        out.push((full.clone(), md));
     } else {
         return Err(format!("{} does not exist", full.display()));
     }
-    out.sort();
-    out.into_iter()
-        .map(|p| {
-            let md =
-                std::fs::metadata(&p).map_err(|e| format!("cannot stat {}: {e}", p.display()))?;
+    let abs_base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    let cwd = std::env::current_dir().ok();
+    let mut files: Vec<SourceFile> = out
+        .into_iter()
+        .map(|(p, md)| {
             let mtime_ms = md
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            let rel = pathdiff(&p, base);
-            Ok(SourceFile {
+            let abs = match (&cwd, p.is_absolute()) {
+                (Some(c), false) => c.join(&p),
+                _ => p.clone(),
+            };
+            let rel = match abs.strip_prefix(&abs_base) {
+                Ok(rel) => rel.to_string_lossy().to_string(),
+                Err(_) => abs.to_string_lossy().to_string(),
+            };
+            SourceFile {
                 format: format_of(&p),
                 path: rel,
                 location: p,
                 size: md.len(),
                 mtime_ms,
                 etag: None,
-            })
+            }
         })
-        .collect()
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
 }
 
 fn glob(pattern: &str) -> Result<GlobMatcher, String> {
@@ -107,29 +118,29 @@ fn glob_root(pattern: &str) -> PathBuf {
     }
 }
 
-fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
+/// Visits every file under `dir` (hidden entries skipped) with its metadata, read
+/// from the directory entry (no second lookup of the whole path).
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, std::fs::Metadata)) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
             continue;
         }
         let p = entry.path();
-        if entry.file_type()?.is_dir() {
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
             walk(&p, f)?;
         } else {
-            f(&p);
+            // A symlink is followed (as `metadata` does), a plain file is not looked up again.
+            let md = if ty.is_symlink() {
+                std::fs::metadata(&p)?
+            } else {
+                entry.metadata()?
+            };
+            f(&p, md);
         }
     }
     Ok(())
-}
-
-fn pathdiff(p: &Path, base: &Path) -> String {
-    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-    let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    match p.strip_prefix(&base) {
-        Ok(rel) => rel.to_string_lossy().to_string(),
-        Err(_) => p.to_string_lossy().to_string(),
-    }
 }
 
 /// Format from the extension (`.csv`, `.tsv`, `.json`, `.jsonl`, `.ndjson`, `.parquet`),

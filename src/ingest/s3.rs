@@ -71,10 +71,13 @@ pub fn store(
         .map_err(|e| e.to_string())
 }
 
-/// Lists the objects a source URI names, sorted by key. `hash` carries `etag:<ETag>`.
+/// Lists the objects a source URI names, sorted by key, those after `start_after` (an
+/// `s3://` path) only when given (S3's start-after: the rest is not listed at all).
+/// `hash` carries `etag:<ETag>`.
 pub async fn list(
     uri: &str,
     storage: &BTreeMap<String, String>,
+    start_after: Option<&str>,
 ) -> Result<Vec<SourceFile>, String> {
     let (bucket, prefix, glob) = split_uri(uri)?;
     let store = store(&bucket, storage)?;
@@ -93,7 +96,13 @@ pub async fn list(
     } else {
         Some(ObjectPath::from(prefix.as_str()))
     };
-    let mut stream = store.list(listing_prefix.as_ref());
+    let offset = start_after
+        .and_then(|p| p.strip_prefix(&format!("s3://{bucket}/")))
+        .map(ObjectPath::from);
+    let mut stream = match &offset {
+        Some(o) => store.list_with_offset(listing_prefix.as_ref(), o),
+        None => store.list(listing_prefix.as_ref()),
+    };
     let mut out = Vec::new();
     while let Some(meta) = stream.next().await {
         let meta = meta.map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {e}"))?;
@@ -127,14 +136,70 @@ pub async fn list(
     Ok(out)
 }
 
-/// Streams `s3://bucket/key` into `dest` (created), chunk by chunk.
-pub async fn download(
-    uri: &str,
+/// Objects fetched at once by [`download_all`].
+const DOWNLOADS: usize = 16;
+
+/// Streams every `(s3:// uri, dest)` into its local file, [`DOWNLOADS`] at a time over
+/// one client per bucket. The first failure is returned with its URI.
+pub async fn download_all(
+    items: Vec<(String, PathBuf)>,
     storage: &BTreeMap<String, String>,
-    dest: &Path,
-) -> Result<(), String> {
-    let (bucket, key, _) = split_uri(uri)?;
-    let store = store(&bucket, storage)?;
+) -> Result<(), (String, String)> {
+    let mut stores: std::collections::HashMap<String, Arc<dyn ObjectStore>> = Default::default();
+    let mut jobs = Vec::with_capacity(items.len());
+    for (uri, dest) in items {
+        let (bucket, _, _) = split_uri(&uri).map_err(|e| (uri.clone(), e))?;
+        let store = match stores.get(&bucket) {
+            Some(s) => s.clone(),
+            None => {
+                let s = store(&bucket, storage).map_err(|e| (uri.clone(), e))?;
+                stores.insert(bucket, s.clone());
+                s
+            }
+        };
+        jobs.push((uri, dest, store));
+    }
+    let mut tasks: Vec<tokio::task::JoinHandle<Result<(), (String, String)>>> = Vec::new();
+    let mut jobs = jobs.into_iter();
+    let mut first_error = None;
+    loop {
+        while tasks.len() < DOWNLOADS {
+            let Some((uri, dest, store)) = jobs.next() else {
+                break;
+            };
+            tasks.push(tokio::spawn(async move {
+                download(&uri, store.as_ref(), &dest)
+                    .await
+                    .map_err(|e| (uri, e))
+            }));
+        }
+        if tasks.is_empty() {
+            break;
+        }
+        let (done, _, rest) = futures::future::select_all(tasks).await;
+        tasks = rest;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert((String::new(), format!("download failed: {e}")));
+            }
+        }
+        if first_error.is_some() {
+            for t in &tasks {
+                t.abort();
+            }
+            break;
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Streams `s3://bucket/key` into `dest` (created), chunk by chunk.
+pub async fn download(uri: &str, store: &dyn ObjectStore, dest: &Path) -> Result<(), String> {
+    let (_, key, _) = split_uri(uri)?;
     let got = store
         .get(&ObjectPath::from(key.as_str()))
         .await

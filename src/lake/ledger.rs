@@ -72,48 +72,67 @@ pub struct LedgerFile {
     /// The files this snapshot ingested.
     #[serde(default)]
     pub ingested: Vec<IngestedFile>,
-    /// A checkpoint's content: every change and ingested file before this one.
+    /// A checkpoint's content written by earlier versions: every change and ingested
+    /// file before this one, inline (read, no longer written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Archive>,
+    /// A checkpoint's content: segment files (oldest first) holding every change and
+    /// ingested file before this one. Each segment is immutable; a checkpoint adds one
+    /// for what came since the previous checkpoint and merges it into the one before
+    /// while that is not more than twice its size, so there are O(log n) segments and
+    /// every record is rewritten O(log n) times, never the whole history per commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+}
+
+/// A segment file of the ledger: an [`Archive`] of many records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Segment {
+    pub path: String,
+    /// Changes plus ingested files in it.
+    pub records: u64,
+}
+
+/// Which segments to merge when a checkpoint adds one of `new_records`: the trailing
+/// run of `existing` (records, oldest first) the new segment absorbs while the one
+/// before is at most twice the merged size. Returns how many trailing segments merge.
+pub fn segments_to_merge(existing: &[u64], new_records: u64) -> usize {
+    let mut merged = new_records;
+    let mut n = 0;
+    for r in existing.iter().rev() {
+        if *r <= 2 * merged {
+            merged += r;
+            n += 1;
+        } else {
+            break;
+        }
+    }
+    n
 }
 
 impl LedgerFile {
     /// The ledger file of snapshot `snapshot_id`, which applied `change_id` (ingesting
-    /// `ingested`) on top of the state whose ledger is `before`.
+    /// `ingested`) on top of the state whose ledger is `before`: a link to `before`'s
+    /// file, or `None` when the next file must be a checkpoint (see
+    /// [`Lake::checkpoint_file`](super::Lake)).
     pub fn after(
         before: &Ledger,
         snapshot_id: i64,
-        change_id: String,
-        ingested: Vec<IngestedFile>,
-    ) -> LedgerFile {
+        change_id: &str,
+        ingested: &[IngestedFile],
+    ) -> Option<LedgerFile> {
         match &before.file {
-            Some((parent, depth)) if depth + 1 < CHECKPOINT_DEPTH => LedgerFile {
+            Some((parent, depth)) if depth + 1 < CHECKPOINT_DEPTH => Some(LedgerFile {
                 format: 1,
                 snapshot_id,
                 parent: Some(parent.clone()),
                 depth: depth + 1,
-                change_id,
-                ingested,
+                change_id: change_id.to_string(),
+                ingested: ingested.to_vec(),
                 base: None,
-            },
-            _ => LedgerFile {
-                change_id,
-                ingested,
-                ..LedgerFile::checkpoint(before, snapshot_id)
-            },
-        }
-    }
-
-    /// A checkpoint holding all of `ledger`, for snapshot `snapshot_id`.
-    pub fn checkpoint(ledger: &Ledger, snapshot_id: i64) -> LedgerFile {
-        LedgerFile {
-            format: 1,
-            snapshot_id,
-            parent: None,
-            depth: 0,
-            change_id: String::new(),
-            ingested: Vec::new(),
-            base: Some(ledger.to_archive()),
+                segments: Vec::new(),
+            }),
+            _ => None,
         }
     }
 }
@@ -128,31 +147,101 @@ pub struct Ledger {
     /// The ledger file this state extends, with its depth; `None` when (part of) it
     /// came from summaries and the archive only, so the next file is a checkpoint.
     pub file: Option<(String, u32)>,
+    /// The segments of the checkpoint this state's chain starts at.
+    pub segments: Vec<Segment>,
+    /// Where everything not in those segments comes from (what the next checkpoint
+    /// puts in a new one; gathered only then).
+    pub delta: Vec<DeltaPart>,
 }
 
-impl Ledger {
-    fn add(&mut self, change_id: Option<&String>, files: Vec<IngestedFile>) {
+/// A part of a ledger not in its checkpoint's segments.
+#[derive(Debug, Clone)]
+pub enum DeltaPart {
+    Archive(std::sync::Arc<Archive>),
+    File(std::sync::Arc<LedgerFile>),
+    Inline(Option<String>, Vec<IngestedFile>),
+}
+
+/// Changes and ingested files, newest record per path (a ledger without its
+/// bookkeeping).
+#[derive(Debug, Clone, Default)]
+pub struct Ledger0 {
+    pub changes: std::collections::HashSet<String>,
+    pub ingested: HashMap<String, IngestedFile>,
+}
+
+impl Ledger0 {
+    pub fn add(&mut self, change_id: Option<&String>, files: &[IngestedFile]) {
         if let Some(id) = change_id {
             self.changes.insert(id.clone());
         }
         for f in files {
-            self.ingested.insert(f.path.clone(), f);
+            self.ingested.insert(f.path.clone(), f.clone());
         }
     }
 
-    /// The changes and files of an archive (`lakectl expire`'s, or a checkpoint's).
-    fn absorb(&mut self, a: &Archive) {
+    pub fn absorb(&mut self, a: &Archive) {
         self.changes.extend(a.changes.iter().cloned());
-        self.add(None, a.ingested.clone());
+        self.add(None, &a.ingested);
     }
 
-    /// Everything in it, as a checkpoint's content.
+    pub fn records(&self) -> u64 {
+        (self.changes.len() + self.ingested.len()) as u64
+    }
+
     pub fn to_archive(&self) -> Archive {
         let mut changes: Vec<String> = self.changes.iter().cloned().collect();
         changes.sort();
         let mut ingested: Vec<IngestedFile> = self.ingested.values().cloned().collect();
         ingested.sort_by(|a, b| a.path.cmp(&b.path));
         Archive { changes, ingested }
+    }
+}
+
+impl Ledger {
+    fn add(&mut self, change_id: Option<&String>, files: &[IngestedFile]) {
+        if let Some(id) = change_id {
+            self.changes.insert(id.clone());
+        }
+        for f in files {
+            self.ingested.insert(f.path.clone(), f.clone());
+        }
+    }
+
+    /// The changes and files of an archive (`lakectl expire`'s, an old checkpoint's or
+    /// a segment's).
+    fn absorb(&mut self, a: &Archive) {
+        self.changes.extend(a.changes.iter().cloned());
+        self.add(None, &a.ingested);
+    }
+
+    /// What is not in the segments yet, gathered.
+    pub fn delta(&self) -> Ledger0 {
+        let mut d = Ledger0::default();
+        for part in &self.delta {
+            match part {
+                DeltaPart::Archive(a) => d.absorb(a),
+                DeltaPart::File(f) => {
+                    if let Some(base) = &f.base {
+                        d.absorb(base);
+                    }
+                    d.add(Some(&f.change_id).filter(|id| !id.is_empty()), &f.ingested);
+                }
+                DeltaPart::Inline(id, files) => d.add(id.as_ref(), files),
+            }
+        }
+        d
+    }
+}
+
+impl Ledger {
+    /// Everything in it.
+    pub fn to_archive(&self) -> Archive {
+        Ledger0 {
+            changes: self.changes.clone(),
+            ingested: self.ingested.clone(),
+        }
+        .to_archive()
     }
 }
 
@@ -217,22 +306,40 @@ pub fn sources_at(md: &TableMetadata, at: Option<i64>) -> LedgerSources {
     out
 }
 
-/// The ledger from its sources and the chain of ledger files (oldest first).
-pub fn assemble(sources: LedgerSources, chain: &[std::sync::Arc<LedgerFile>]) -> Ledger {
+/// The ledger from its sources, the chain of ledger files (oldest first) and the
+/// contents of the segments of the chain's checkpoint (oldest first).
+pub fn assemble(
+    sources: LedgerSources,
+    chain: &[std::sync::Arc<LedgerFile>],
+    segments: &[std::sync::Arc<Archive>],
+) -> Ledger {
     let mut l = Ledger::default();
+    for a in segments {
+        l.absorb(a);
+    }
+    if let Some(first) = chain.first() {
+        l.segments = first.segments.clone();
+    }
+    // An archive already in the segments is not carried again.
     l.absorb(&sources.archive);
+    if l.segments.is_empty() && !sources.archive.is_empty() {
+        l.delta
+            .push(DeltaPart::Archive(std::sync::Arc::new(sources.archive)));
+    }
     for f in chain {
         if let Some(base) = &f.base {
             l.absorb(base);
         }
         let id = Some(&f.change_id).filter(|id| !id.is_empty());
-        l.add(id, f.ingested.clone());
+        l.add(id, &f.ingested);
+        l.delta.push(DeltaPart::File(f.clone()));
     }
     if sources.inline.is_empty() {
         l.file = sources.file.zip(chain.last().map(|f| f.depth));
     }
     for (id, files) in sources.inline {
-        l.add(id.as_ref(), files);
+        l.add(id.as_ref(), &files);
+        l.delta.push(DeltaPart::Inline(id, files));
     }
     l
 }
@@ -334,6 +441,12 @@ pub struct Archive {
     pub changes: Vec<String>,
     #[serde(default)]
     pub ingested: Vec<IngestedFile>,
+}
+
+impl Archive {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.ingested.is_empty()
+    }
 }
 
 pub fn archive(metadata: &TableMetadata) -> Archive {

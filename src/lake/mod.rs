@@ -117,6 +117,7 @@ pub struct Lake {
     file_io: FileIO,
     /// Ledger files read so far, by path (they never change once written).
     ledger_files: std::sync::Mutex<HashMap<String, Arc<ledger::LedgerFile>>>,
+    ledger_segments: std::sync::Mutex<HashMap<String, Arc<ledger::Archive>>>,
 }
 
 impl Lake {
@@ -142,6 +143,7 @@ impl Lake {
                 backend: Backend::Rest(client),
                 file_io,
                 ledger_files: Default::default(),
+                ledger_segments: Default::default(),
             }));
         }
         let Some(catalog) =
@@ -162,6 +164,7 @@ impl Lake {
             backend: Backend::Sql(catalog),
             file_io,
             ledger_files: Default::default(),
+            ledger_segments: Default::default(),
         }))
     }
 
@@ -423,7 +426,140 @@ impl Lake {
             }
         }
         chain.reverse();
-        Ok(ledger::assemble(sources, &chain))
+        let mut segments = Vec::new();
+        if let Some(first) = chain.first() {
+            for seg in &first.segments {
+                segments.push(self.ledger_segment(&seg.path).await?);
+            }
+        }
+        Ok(ledger::assemble(sources, &chain, &segments))
+    }
+
+    /// A segment file of the ledger (cached: it never changes).
+    pub(crate) async fn ledger_segment(
+        &self,
+        path: &str,
+    ) -> Result<Arc<ledger::Archive>, LakeError> {
+        if let Some(a) = self
+            .ledger_segments
+            .lock()
+            .expect("segment cache")
+            .get(path)
+        {
+            return Ok(a.clone());
+        }
+        let bytes = self.file_io.new_input(path)?.read().await.map_err(|e| {
+            LakeError::Unsupported(format!(
+                "cannot read ledger segment {path} (lakectl's record of the files it ingested; an orphan-file cleanup must leave metadata/lakectl-ledger-*.json alone): {e}"
+            ))
+        })?;
+        let a: ledger::Archive = serde_json::from_slice(&bytes)
+            .map_err(|e| LakeError::Unsupported(format!("ledger segment {path}: {e}")))?;
+        let a = Arc::new(a);
+        let mut cache = self.ledger_segments.lock().expect("segment cache");
+        let held: usize = cache.values().map(|a| a.ingested.len()).sum();
+        if held + a.ingested.len() > 2_000_000 {
+            cache.clear();
+        }
+        cache.insert(path.to_string(), a.clone());
+        Ok(a)
+    }
+
+    /// A checkpoint for snapshot `snapshot_id` (applying `change_id`, ingesting
+    /// `ingested`) on top of `before`: `before`'s segments plus one holding what is not
+    /// in them, merged into the segments before it while those are at most twice its
+    /// size ([`ledger::segments_to_merge`]). Returns the file and the segment files it
+    /// wrote.
+    async fn checkpoint_file(
+        &self,
+        base: &TableMetadata,
+        before: &ledger::Ledger,
+        snapshot_id: i64,
+        change_id: &str,
+        ingested: &[ledger::IngestedFile],
+    ) -> Result<(ledger::LedgerFile, Vec<String>), CommitError> {
+        let mut segments = before.segments.clone();
+        let mut written = Vec::new();
+        let delta = before.delta();
+        if delta.records() > 0 {
+            let existing: Vec<u64> = segments.iter().map(|s| s.records).collect();
+            let n = ledger::segments_to_merge(&existing, delta.records());
+            let mut merged = ledger::Ledger0::default();
+            for seg in segments.split_off(segments.len() - n) {
+                merged.absorb(self.ledger_segment(&seg.path).await?.as_ref());
+            }
+            merged.absorb(&delta.to_archive());
+            let archive = merged.to_archive();
+            let path = format!(
+                "{}/metadata/lakectl-ledger-segment-{}.json",
+                base.location().trim_end_matches('/'),
+                uuid::Uuid::new_v4()
+            );
+            let json = serde_json::to_vec(&archive)
+                .map_err(|e| LakeError::Unsupported(format!("ledger segment: {e}")))?;
+            self.file_io.new_output(&path)?.write(json.into()).await?;
+            written.push(path.clone());
+            let records = (archive.changes.len() + archive.ingested.len()) as u64;
+            self.ledger_segments
+                .lock()
+                .expect("segment cache")
+                .insert(path.clone(), Arc::new(archive));
+            segments.push(ledger::Segment { path, records });
+        }
+        let file = ledger::LedgerFile {
+            format: 1,
+            snapshot_id,
+            parent: None,
+            depth: 0,
+            change_id: change_id.to_string(),
+            ingested: ingested.to_vec(),
+            base: None,
+            segments,
+        };
+        Ok((file, written))
+    }
+
+    /// The files snapshot `s` ingested: from its ledger file, or inline in the summary
+    /// (tables written before ledger files).
+    pub async fn ingested_by(
+        &self,
+        s: &iceberg::spec::Snapshot,
+    ) -> Result<Vec<ledger::IngestedFile>, LakeError> {
+        let props = &s.summary().additional_properties;
+        if props.contains_key(ledger::INGESTED) {
+            return Ok(ledger::ingested_of(props));
+        }
+        match props.get(ledger::LEDGER) {
+            Some(path) => {
+                let file = self.ledger_file(path).await?;
+                Ok(if file.snapshot_id == s.snapshot_id() {
+                    file.ingested.clone()
+                } else {
+                    Vec::new()
+                })
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The history of a table ([`history::history`]) with each ingest's files read
+    /// from its ledger file.
+    pub async fn history(
+        &self,
+        md: &TableMetadata,
+    ) -> Result<Vec<history::HistoryEntry>, LakeError> {
+        let mut entries = history::history(md);
+        for e in entries.iter_mut().filter(|e| e.ingested_files.is_empty()) {
+            if let Some(s) = md.snapshot_by_id(e.snapshot_id) {
+                e.ingested_files = self
+                    .ingested_by(s)
+                    .await?
+                    .into_iter()
+                    .map(|f| f.path)
+                    .collect();
+            }
+        }
+        Ok(entries)
     }
 
     pub(crate) async fn ledger_file(
@@ -531,7 +667,7 @@ impl Lake {
                 out.push(u);
                 continue;
             };
-            let ingested = ledger::ingested_of(props);
+            let ingested = self.ingested_by(snapshot).await?;
             // A held-back change that lands again is released in this same commit.
             held.retain(|h| {
                 h.change_id != change_id
@@ -540,13 +676,42 @@ impl Lake {
                         .iter()
                         .any(|f| ingested.iter().any(|i| &i.path == f))
             });
+            // A lakectl client of this catalog (`serve`) already wrote the snapshot's
+            // ledger file: it stands.
+            if let Some(path) = props.get(ledger::LEDGER) {
+                pointer = Some(path.clone());
+                out.push(u);
+                continue;
+            }
             let before = self.ledger_at(base, snapshot.parent_snapshot_id()).await?;
-            let file =
-                ledger::LedgerFile::after(&before, snapshot.snapshot_id(), change_id, ingested);
+            let file = match ledger::LedgerFile::after(
+                &before,
+                snapshot.snapshot_id(),
+                &change_id,
+                &ingested,
+            ) {
+                Some(f) => f,
+                None => {
+                    let (f, segs) = self
+                        .checkpoint_file(
+                            base,
+                            &before,
+                            snapshot.snapshot_id(),
+                            &change_id,
+                            &ingested,
+                        )
+                        .await?;
+                    written.extend(segs);
+                    f
+                }
+            };
             let path = self.write_ledger_file(base, file).await?;
             written.push(path.clone());
             let mut summary = props.clone();
             summary.insert(ledger::LEDGER.to_string(), path.clone());
+            // The ingested files live in the ledger file only: every metadata.json
+            // carries every summary, so a list there would grow with each file.
+            summary.remove(ledger::INGESTED);
             // The same snapshot, every field copied, with the ledger file named.
             let b = Snapshot::builder()
                 .with_snapshot_id(snapshot.snapshot_id())
@@ -572,7 +737,8 @@ impl Lake {
             pointer = Some(match at.file {
                 Some((path, _)) => path,
                 None => {
-                    let file = ledger::LedgerFile::checkpoint(&at, target);
+                    let (file, segs) = self.checkpoint_file(base, &at, target, "", &[]).await?;
+                    written.extend(segs);
                     let path = self.write_ledger_file(base, file).await?;
                     written.push(path.clone());
                     path

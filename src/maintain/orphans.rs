@@ -111,6 +111,9 @@ pub async fn reachable(
         if let Some(parent) = &file.parent {
             ledgers.push(parent.clone());
         }
+        for seg in &file.segments {
+            out.insert(normalize(&seg.path));
+        }
     }
     Ok(out)
 }

@@ -341,6 +341,12 @@ pub struct SourceSpec {
     /// the extension (`.gz`, `.zst`, `.bz2` after the format's own). Streamed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// How the source is listed: `full` (default: every object, compared with the
+    /// ledger by key, size and ETag) or `lexical`: an S3 listing starts after the
+    /// greatest key already ingested, for sources whose new keys sort after the old ones
+    /// (dated or sequenced names); a new object under a smaller key is not seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Listing>,
     /// Text encoding of CSV files: utf-8 (default), latin1, windows-1252, utf-16 (or
     /// utf-16le / utf-16be; a BOM decides), or any WHATWG label. A UTF-8 byte-order
     /// mark is always dropped.
@@ -369,6 +375,14 @@ pub struct SourceSpec {
     /// Where rejected rows go (CSV); default `.lakectl/rejects/<table>/<source>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects: Option<String>,
+}
+
+/// How a source is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Listing {
+    Full,
+    Lexical,
 }
 
 /// Compression of a text source file.

@@ -103,7 +103,20 @@ async fn list_source(
     config: &LakeConfig,
 ) -> Listed {
     if src.uri.starts_with("s3://") || src.uri.starts_with("s3a://") {
-        let files = crate::ingest::s3::list(&src.uri, &config.storage).await?;
+        let start_after = match src.listing {
+            Some(crate::manifest::types::Listing::Lexical) => {
+                let (bucket, prefix, _) = crate::ingest::s3::split_uri(&src.uri)?;
+                let under = format!("s3://{bucket}/{prefix}");
+                ledger
+                    .keys()
+                    .filter(|k| k.starts_with(&under))
+                    .max()
+                    .cloned()
+            }
+            _ => None,
+        };
+        let files =
+            crate::ingest::s3::list(&src.uri, &config.storage, start_after.as_deref()).await?;
         return files
             .into_iter()
             .map(|f| {
@@ -112,7 +125,14 @@ async fn list_source(
             })
             .collect();
     }
-    let files = files::list_local(&src.uri, base)?;
+    let mut files = files::list_local(&src.uri, base)?;
+    if src.listing == Some(crate::manifest::types::Listing::Lexical) {
+        // Listed whole (a directory walk has no start-after), compared from there on.
+        let literal = &src.uri[..src.uri.find(['*', '?', '[', '{']).unwrap_or(src.uri.len())];
+        if let Some(last) = ledger.keys().filter(|k| k.starts_with(literal)).max() {
+            files.retain(|f| &f.path > last);
+        }
+    }
     files
         .into_iter()
         .map(|f| {

@@ -231,7 +231,7 @@ pub async fn snapshots(
     Path((namespace, table)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let t = load(&s, &namespace, &table).await?;
-    let entries = crate::lake::history::history(&t.metadata);
+    let entries = s.lake.history(&t.metadata).await.map_err(internal)?;
     Ok(Json(serde_json::to_value(entries).map_err(internal)?))
 }
 

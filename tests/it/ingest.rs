@@ -559,3 +559,110 @@ async fn csv_options_mapping_defaults_case_and_strict() {
     let t = text(&out);
     assert!(t.contains("../data/extra.csv:1:3: source column `coupon` is not a column of the table (strict source)"), "{t}");
 }
+
+/// The ledger lives in files beside the metadata, not in it: an apply of 300 files
+/// grows metadata.json by what any commit adds (a snapshot, a log entry), as an apply
+/// of one does; checkpoints keep O(log n) segment files; every file stays ingested.
+#[tokio::test]
+async fn metadata_json_does_not_grow_with_the_files_ingested() {
+    let p = Project::new();
+    p.write(
+        "sales.yaml",
+        &sales("    - name: daily\n      uri: ../data/*.csv\n"),
+    );
+    let size = |p: &Project| {
+        let loc = futures::executor::block_on(p.table("shop.sales")).metadata_location;
+        std::fs::metadata(loc.trim_start_matches("file://"))
+            .unwrap()
+            .len() as i64
+    };
+    let mut next = 0u64;
+    let mut add = |p: &Project, files: u64| {
+        for _ in 0..files {
+            csv(&p.root().join(format!("data/{next:05}.csv")), next * 10, 2);
+            next += 1;
+        }
+        p.apply_converges();
+    };
+    add(&p, 1);
+    let s1 = size(&p);
+    add(&p, 1);
+    let one = size(&p) - s1;
+    let s2 = size(&p);
+    add(&p, 300);
+    let many = size(&p) - s2;
+    assert!(
+        (many - one).abs() < 400,
+        "metadata.json grew {many} B for 300 files, {one} B for one"
+    );
+    // Past two checkpoints (every 16 ledger files).
+    for _ in 0..32 {
+        add(&p, 1);
+    }
+    assert_eq!(count(&p), 2 * next as i64);
+    let meta = p.root().join(".lakectl/warehouse/shop/sales/metadata");
+    let names: Vec<String> = std::fs::read_dir(&meta)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let segments = names
+        .iter()
+        .filter(|n| n.starts_with("lakectl-ledger-segment-"))
+        .count();
+    assert!(
+        (1..=4).contains(&segments),
+        "{segments} segments: {names:?}"
+    );
+    let md = std::fs::read_to_string(
+        p.table("shop.sales")
+            .await
+            .metadata_location
+            .trim_start_matches("file://"),
+    )
+    .unwrap();
+    assert!(!md.contains("lakectl.ingested"), "{md}");
+    assert!(!md.contains("00017.csv"), "file names in metadata.json");
+
+    // An orphan sweep over files days old keeps every ledger file and segment: the
+    // ledger is intact (nothing to ingest) and each file was ingested once.
+    let status = Command::new("find")
+        .arg(p.root().join(".lakectl/warehouse/shop/sales"))
+        .args([
+            "-type",
+            "f",
+            "-exec",
+            "touch",
+            "-d",
+            "3 days ago",
+            "{}",
+            "+",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    p.write(
+        "sales.yaml",
+        &sales(
+            "    - name: daily
+      uri: ../data/*.csv
+  maintenance:
+    orphans: {olderThanHours: 1}
+",
+        ),
+    );
+    let out = p.run(&["maintain"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let after: Vec<String> = std::fs::read_dir(&meta)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("lakectl-ledger-"))
+        .collect();
+    let before_ledger = names
+        .iter()
+        .filter(|n| n.starts_with("lakectl-ledger-"))
+        .count();
+    assert_eq!(after.len(), before_ledger, "{after:?}");
+    let (code, plan) = p.plan();
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(distinct_ids(&p), (2 * next as i64, 2 * next as i64));
+}

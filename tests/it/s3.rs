@@ -35,6 +35,8 @@ pub struct Server {
     child: Child,
     pub endpoint: String,
     _dir: tempfile::TempDir,
+    /// The served directory: `<dir>/<bucket>/<key>` is an object.
+    pub dir: PathBuf,
 }
 
 impl Drop for Server {
@@ -79,6 +81,7 @@ pub fn start(buckets: &[&str]) -> Server {
     Server {
         child,
         endpoint: format!("http://127.0.0.1:{port}"),
+        dir: dir.path().to_path_buf(),
         _dir: dir,
     }
 }
@@ -250,4 +253,86 @@ async fn s3_prefix_source_into_an_s3_warehouse() {
     assert!(out.status.success(), "{}", text(&out));
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["rows"], 550);
+}
+
+/// A prefix of 20,000 objects (written straight into the server's directory): one
+/// listing per plan, compared with the ledger by key, size and ETag, a no-op plan once
+/// all are ingested; with `listing: lexical` the listing starts after the greatest
+/// ingested key, so only keys after it are seen.
+#[tokio::test]
+async fn a_prefix_of_20000_objects_is_listed_once_and_lexical_listing_starts_after_the_last_key() {
+    let server = start(&["src"]);
+    let objects = 20_000;
+    let dir = server.dir.join("src/in");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..objects {
+        std::fs::write(
+            dir.join(format!("{i:06}.csv")),
+            format!(
+                "id,ts,region,qty,price\n{i},2024-03-01T00:00:00Z,eu,{},1.0\n",
+                i % 10
+            ),
+        )
+        .unwrap();
+    }
+    let p = Project::new();
+    let lakehouse = |listing: &str| {
+        p.write(
+            "lakehouse.yaml",
+            &format!(
+                "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata:\n  name: s3\nspec:\n  catalog:\n    type: sql\n    uri: sqlite:../.lakectl/catalog.db\n  warehouse: ../.lakectl/warehouse\n  storage:\n    s3.endpoint: {}\n    s3.region: us-east-1\n    s3.path-style-access: \"true\"\n    s3.access-key-id: {KEY}\n    s3.secret-access-key: ${{env:LAKECTL_TEST_S3_SECRET}}\n",
+                server.endpoint
+            ),
+        );
+        p.write(
+            "sales.yaml",
+            &format!("apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: sales\n  namespace: shop\nspec:\n  columns:\n    - {{name: id, type: long, required: true}}\n    - {{name: ts, type: timestamptz}}\n    - {{name: region, type: string}}\n    - {{name: qty, type: int}}\n    - {{name: price, type: double}}\n  sources:\n    - name: landing\n      uri: s3://src/in/*.csv\n{listing}"),
+        );
+    };
+    lakehouse("");
+    let out = lakectl(&p, &["apply", "manifests"], SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{objects} file(s), {objects} row(s)")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(count(&p), format!("{objects},{objects}"));
+    let out = lakectl(&p, &["plan", "manifests"], SECRET);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // New keys after the last one, and one before it.
+    let src = client(&server.endpoint, "src");
+    for i in [objects + 1, objects + 2] {
+        put_csv(&src, &format!("in/{i:06}.csv"), i as u64 * 10, 3).await;
+    }
+    put_csv(&src, "in/000000-late.csv", 900_000, 3).await;
+    let files = |out: &std::process::Output| -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)));
+        let mut f: Vec<String> = v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["files"].as_array().cloned().unwrap_or_default())
+            .map(|f| f["path"].as_str().unwrap_or_default().to_string())
+            .collect();
+        f.sort();
+        f
+    };
+    // Lexical: one page listed, after the greatest ingested key.
+    lakehouse("      listing: lexical\n");
+    let out = lakectl(&p, &["plan", "manifests", "--output", "json"], SECRET);
+    let after: Vec<String> = [objects + 1, objects + 2]
+        .iter()
+        .map(|i| format!("s3://src/in/{i:06}.csv"))
+        .collect();
+    assert_eq!(files(&out), after);
+    let out = lakectl(&p, &["apply", "manifests"], SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(count(&p), format!("{n},{n}", n = objects + 6));
+    // Full: every key compared, so the late one under a smaller key is seen.
+    lakehouse("");
+    let out = lakectl(&p, &["plan", "manifests", "--output", "json"], SECRET);
+    assert_eq!(files(&out), vec!["s3://src/in/000000-late.csv".to_string()]);
 }
