@@ -108,6 +108,16 @@ enum Command {
         /// Most rows a query returns.
         #[arg(long, default_value_t = 100_000)]
         max_rows: usize,
+        /// OAuth2 clients the catalog endpoint issues tokens to (client credentials at
+        /// /catalog/v1/oauth/tokens): `id:secret,id2:secret2`.
+        #[arg(long, env = "LAKECTL_CLIENTS", hide_env_values = true)]
+        clients: Option<String>,
+        /// The same, one `id:secret` per line of a file.
+        #[arg(long)]
+        clients_file: Option<PathBuf>,
+        /// How long an issued token is valid: `1h`, `15m`, `30s`.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        token_ttl: std::time::Duration,
     },
     /// Reconcile continuously: plan and apply on manifest or source changes and every
     /// resync interval; per-table status at /status.
@@ -240,6 +250,40 @@ enum Color {
 /// as Unix tools do: Rust ignores SIGPIPE and `println!` then panics on EPIPE. The
 /// servers (`serve`, `watch`) keep ignoring it, so a client that hangs up is an error
 /// on that connection, not the end of the process.
+/// OAuth2 clients: `id:secret` pairs, comma-separated in `list` and one per line in
+/// `file` (blank lines and `#` comments skipped).
+fn parse_clients(
+    list: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut add = |entry: &str, at: &str| -> Result<(), String> {
+        let entry = entry.trim();
+        if entry.is_empty() || entry.starts_with('#') {
+            return Ok(());
+        }
+        match entry.split_once(':') {
+            Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
+                out.insert(id.to_string(), secret.to_string());
+                Ok(())
+            }
+            _ => Err(format!("{at}: a client is `id:secret`, got {entry:?}")),
+        }
+    };
+    if let Some(list) = list {
+        for e in list.split(',') {
+            add(e, "LAKECTL_CLIENTS")?;
+        }
+    }
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            add(line, &format!("{}:{}", f.display(), i + 1))?;
+        }
+    }
+    Ok(out)
+}
+
 fn restore_sigpipe() {
     // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
     unsafe {
@@ -318,7 +362,17 @@ fn main() -> ExitCode {
             max_upload_mb,
             query_timeout_secs,
             max_rows,
+            clients,
+            clients_file,
+            token_ttl,
         } => runtime.block_on(async {
+            let clients = match parse_clients(clients.as_deref(), clients_file.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            };
             let lake = match open_or_create_lake(&manifests).await {
                 Ok(l) => l,
                 Err(c) => return c,
@@ -330,6 +384,8 @@ fn main() -> ExitCode {
                 max_upload_bytes: max_upload_mb << 20,
                 query_timeout: std::time::Duration::from_secs(query_timeout_secs),
                 max_rows,
+                clients,
+                token_ttl,
             };
             match lakectl::serve::serve(lake, config).await {
                 Ok(()) => 0,

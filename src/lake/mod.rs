@@ -18,6 +18,7 @@
 //! A crash at any point leaves the row pointing at the old or the new metadata file,
 //! never between. Callers retry a `Conflict` on fresh state ([`retry_on_conflict`]).
 
+pub mod auth;
 pub mod catalog;
 pub mod history;
 pub mod ledger;

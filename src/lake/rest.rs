@@ -11,12 +11,16 @@ use iceberg::{NamespaceIdent, TableIdent, TableRequirement, TableUpdate};
 use reqwest::StatusCode;
 use serde_json::json;
 
+use super::auth::{self, Auth, Issued};
 use super::{CommitError, LakeError};
 
 pub struct RestClient {
     base: String,
     prefix: String,
-    token: Option<String>,
+    auth: Auth,
+    headers: Vec<(String, String)>,
+    /// The OAuth2 token in use (fetched on first use, refreshed before it expires).
+    issued: tokio::sync::Mutex<Option<Issued>>,
     http: reqwest::Client,
 }
 
@@ -58,17 +62,22 @@ impl RestClient {
         uri: &str,
         props: &BTreeMap<String, String>,
     ) -> Result<RestClient, LakeError> {
-        let mut c = RestClient {
+        let c = RestClient {
             base: uri.trim_end_matches('/').to_string(),
             prefix: String::new(),
-            token: props.get("token").cloned(),
+            auth: Auth::from_props(uri, props).map_err(err)?,
+            headers: auth::extra_headers(props),
+            issued: Default::default(),
             http: reqwest::Client::new(),
         };
-        let mut req = c.request(reqwest::Method::GET, &format!("{}/v1/config", c.base));
-        if let Some(w) = props.get("warehouse") {
-            req = req.query(&[("warehouse", w)]);
-        }
-        let r = req.send().await.map_err(err)?;
+        let query: Vec<(&str, &str)> = props
+            .get("warehouse")
+            .map(|w| ("warehouse", w.as_str()))
+            .into_iter()
+            .collect();
+        let url = format!("{}/v1/config", c.base);
+        let r = c.send(reqwest::Method::GET, &url, &query, None).await?;
+        let mut c = c;
         if !r.status().is_success() {
             return Err(err(format!("GET /v1/config: {}", message(r).await)));
         }
@@ -82,11 +91,62 @@ impl RestClient {
         Ok(c)
     }
 
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, url);
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+    /// The OAuth2 token to send: the one held, or a new one when there is none, it is
+    /// due for refresh, or `fresh` (the server refused it).
+    async fn token(&self, o: &auth::OAuth2, fresh: bool) -> Result<String, LakeError> {
+        let mut held = self.issued.lock().await;
+        let due = held
+            .as_ref()
+            .is_none_or(|i| i.refresh_at.is_some_and(|t| std::time::Instant::now() >= t));
+        if fresh || due {
+            *held = Some(auth::fetch_token(&self.http, o).await.map_err(err)?);
+        }
+        Ok(held.as_ref().expect("token").token.clone())
+    }
+
+    /// Sends one request with the catalog's headers and authentication: a bearer token
+    /// (static or OAuth2), or an AWS SigV4 signature. An OAuth2 token the server
+    /// refuses (401) is fetched again and the request sent once more.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response, LakeError> {
+        let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let mut fresh = false;
+        loop {
+            let mut b = self.http.request(method.clone(), url);
+            if !query.is_empty() {
+                b = b.query(query);
+            }
+            for (k, v) in &self.headers {
+                b = b.header(k.as_str(), v.as_str());
+            }
+            if let Some(body) = &body {
+                b = b
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            match &self.auth {
+                Auth::Token(t) => b = b.bearer_auth(t),
+                Auth::OAuth2(o) => b = b.bearer_auth(self.token(o, fresh).await?),
+                Auth::SigV4(_) | Auth::None => {}
+            }
+            let mut req = b.build().map_err(err)?;
+            if let Auth::SigV4(s) = &self.auth {
+                s.sign(&mut req, chrono::Utc::now());
+            }
+            let r = self.http.execute(req).await.map_err(err)?;
+            if r.status() == StatusCode::UNAUTHORIZED
+                && !fresh
+                && matches!(self.auth, Auth::OAuth2(_))
+            {
+                fresh = true;
+                continue;
+            }
+            return Ok(r);
         }
     }
 
@@ -100,13 +160,13 @@ impl RestClient {
 
     pub async fn namespace_exists(&self, ns: &NamespaceIdent) -> Result<bool, LakeError> {
         let r = self
-            .request(
+            .send(
                 reqwest::Method::GET,
                 &self.url(&format!("namespaces/{}", ns_path(ns))),
+                &[],
+                None,
             )
-            .send()
-            .await
-            .map_err(err)?;
+            .await?;
         match r.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -115,12 +175,15 @@ impl RestClient {
     }
 
     pub async fn create_namespace(&self, ns: &NamespaceIdent) -> Result<(), LakeError> {
+        let body = json!({"namespace": ns.clone().inner(), "properties": {}});
         let r = self
-            .request(reqwest::Method::POST, &self.url("namespaces"))
-            .json(&json!({"namespace": ns.clone().inner(), "properties": {}}))
-            .send()
-            .await
-            .map_err(err)?;
+            .send(
+                reqwest::Method::POST,
+                &self.url("namespaces"),
+                &[],
+                Some(&body),
+            )
+            .await?;
         match r.status() {
             s if s.is_success() => Ok(()),
             StatusCode::CONFLICT => Ok(()),
@@ -131,10 +194,8 @@ impl RestClient {
     /// `GET {path}` as JSON; any status but 2xx is an error with the server's message.
     async fn get_json(&self, path: &str) -> Result<serde_json::Value, LakeError> {
         let r = self
-            .request(reqwest::Method::GET, &self.url(path))
-            .send()
-            .await
-            .map_err(err)?;
+            .send(reqwest::Method::GET, &self.url(path), &[], None)
+            .await?;
         if !r.status().is_success() {
             return Err(err(message(r).await));
         }
@@ -191,10 +252,8 @@ impl RestClient {
         ident: &TableIdent,
     ) -> Result<Option<(String, TableMetadata)>, LakeError> {
         let r = self
-            .request(reqwest::Method::GET, &self.table_url(ident))
-            .send()
-            .await
-            .map_err(err)?;
+            .send(reqwest::Method::GET, &self.table_url(ident), &[], None)
+            .await?;
         match r.status() {
             s if s.is_success() => Ok(Some(Self::parse(r.json().await.map_err(err)?)?)),
             StatusCode::NOT_FOUND => Ok(None),
@@ -221,14 +280,14 @@ impl RestClient {
             "stage-create": false,
         });
         let r = self
-            .request(
+            .send(
                 reqwest::Method::POST,
                 &self.url(&format!("namespaces/{}/tables", ns_path(ident.namespace()))),
+                &[],
+                Some(&body),
             )
-            .json(&body)
-            .send()
             .await
-            .map_err(err)?;
+            .map_err(CommitError::Failed)?;
         match r.status() {
             s if s.is_success() => Ok(Self::parse(r.json().await.map_err(err)?)?),
             StatusCode::CONFLICT => Err(CommitError::Conflict(message(r).await)),
@@ -248,11 +307,14 @@ impl RestClient {
             "updates": updates,
         });
         let r = self
-            .request(reqwest::Method::POST, &self.table_url(ident))
-            .json(&body)
-            .send()
+            .send(
+                reqwest::Method::POST,
+                &self.table_url(ident),
+                &[],
+                Some(&body),
+            )
             .await
-            .map_err(err)?;
+            .map_err(CommitError::Failed)?;
         match r.status() {
             s if s.is_success() => Ok(Self::parse(r.json().await.map_err(err)?)?),
             StatusCode::CONFLICT => Err(CommitError::Conflict(message(r).await)),

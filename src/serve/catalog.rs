@@ -58,6 +58,82 @@ pub fn routes() -> Router<Arc<AppState>> {
                 .delete(drop_table),
         )
         .route("/catalog/v1/tables/rename", post(rename_table))
+        .route(super::TOKEN_PATH, post(issue_token))
+}
+
+/// `POST /catalog/v1/oauth/tokens`: the OAuth2 client-credentials grant (form fields
+/// `grant_type`, `client_id`, `client_secret`, `scope`; or the id and secret in HTTP
+/// Basic auth) for the clients the server was started with (`LAKECTL_CLIENTS`).
+async fn issue_token(
+    State(s): Shared,
+    headers: axum::http::HeaderMap,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let oauth_error = |status: StatusCode, error: &str, description: &str| {
+        (
+            status,
+            Json(json!({"error": error, "error_description": description})),
+        )
+            .into_response()
+    };
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only grant_type=client_credentials is supported",
+        );
+    }
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| {
+            pair.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        });
+    let (id, secret) = match (form.get("client_id"), form.get("client_secret"), basic) {
+        (Some(id), Some(secret), _) => (id.clone(), secret.clone()),
+        (_, _, Some(pair)) => pair,
+        (None, Some(secret), None) => (String::new(), secret.clone()),
+        _ => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "no client credentials",
+            )
+        }
+    };
+    let known = s
+        .config
+        .clients
+        .get(&id)
+        .is_some_and(|want| super::constant_time_eq(want.as_bytes(), secret.as_bytes()));
+    if !known {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client or wrong secret",
+        );
+    }
+    let token = format!("lk-{}", uuid::Uuid::new_v4().simple());
+    let ttl = s.config.token_ttl;
+    if let Ok(mut issued) = s.issued.lock() {
+        issued.insert(token.clone(), std::time::Instant::now() + ttl);
+    }
+    Json(json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": ttl.as_secs().max(1),
+        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+    }))
+    .into_response()
 }
 
 /// A REST-spec error response.

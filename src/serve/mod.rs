@@ -51,13 +51,45 @@ pub struct ServeConfig {
     pub query_timeout: Duration,
     /// Most rows a query returns (more: `truncated: true`).
     pub max_rows: usize,
+    /// OAuth2 clients (id → secret) that `POST /catalog/v1/oauth/tokens` issues
+    /// bearer tokens to (client-credentials grant); with any, auth is required.
+    pub clients: std::collections::BTreeMap<String, String>,
+    /// How long an issued token is valid.
+    pub token_ttl: Duration,
 }
+
+/// The OAuth2 token endpoint of the catalog (no auth of its own: it checks the client).
+pub const TOKEN_PATH: &str = "/catalog/v1/oauth/tokens";
 
 /// Shared state of the handlers.
 pub struct AppState {
     pub lake: Lake,
     pub config: ServeConfig,
     pub metrics: Metrics,
+    /// Tokens issued to OAuth2 clients, with when they expire.
+    pub issued: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl AppState {
+    /// Whether requests need a bearer token.
+    fn auth_required(&self) -> bool {
+        self.config.token.is_some() || !self.config.clients.is_empty()
+    }
+
+    /// Whether `t` is the configured token or an issued one that has not expired.
+    fn token_ok(&self, t: &str) -> bool {
+        if let Some(token) = &self.config.token {
+            if constant_time_eq(t.as_bytes(), token.as_bytes()) {
+                return true;
+            }
+        }
+        let Ok(mut issued) = self.issued.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        issued.retain(|_, until| *until > now);
+        issued.contains_key(t)
+    }
 }
 
 /// Counters for `/metrics`.
@@ -202,14 +234,15 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
                 "other".to_string()
             }
         });
-    let response = match &state.config.token {
-        Some(token) if req.uri().path() != "/healthz" => {
+    let open = matches!(req.uri().path(), "/healthz" | TOKEN_PATH);
+    let response = match state.auth_required() {
+        true if !open => {
             let ok = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+                .is_some_and(|t| state.token_ok(t));
             if ok {
                 next.run(req).await
             } else {
@@ -237,15 +270,15 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     response
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Binds and serves until SIGINT/SIGTERM. Prints `listening on http://ADDR` first.
 pub async fn serve(lake: Lake, config: ServeConfig) -> Result<(), String> {
-    if config.token.is_none() && !config.addr.ip().is_loopback() {
+    if config.token.is_none() && config.clients.is_empty() && !config.addr.ip().is_loopback() {
         return Err(format!(
-            "refusing to serve on {} without a token: set LAKECTL_TOKEN (or --token-file), or bind 127.0.0.1",
+            "refusing to serve on {} without a token: set LAKECTL_TOKEN or LAKECTL_CLIENTS, or bind 127.0.0.1",
             config.addr
         ));
     }
@@ -260,6 +293,7 @@ pub async fn serve(lake: Lake, config: ServeConfig) -> Result<(), String> {
         lake,
         config,
         metrics: Metrics::default(),
+        issued: Mutex::new(Default::default()),
     });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())

@@ -563,6 +563,78 @@ pub async fn rustberg_at(s3: Option<&str>, location: &str) -> (Server, tempfile:
 }
 
 /// The same round trip against rustberg with a `file://` warehouse.
+/// OAuth2 client credentials end to end: `serve` issues tokens (valid 1 s here, so
+/// they expire during the run and are refreshed) to the clients it knows; lakectl
+/// (`credential: id:secret`) and PyIceberg (`RestCatalog(credential=...)`) use them;
+/// a wrong secret is refused by name, a token it never issued with 401.
+#[tokio::test]
+async fn rest_mode_with_oauth2_client_credentials() {
+    let server_side = Project::new();
+    let mut child = Command::new(LAKECTL)
+        .args([
+            "serve",
+            "--manifests",
+            "manifests",
+            "--addr",
+            "127.0.0.1:0",
+            "--token-ttl",
+            "1s",
+        ])
+        .env_remove("LAKECTL_TOKEN")
+        .env("LAKECTL_CLIENTS", "etl:s3cret,bi:other")
+        .current_dir(server_side.root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let s = Server {
+        child,
+        base: line.trim().trim_start_matches("listening on ").to_string(),
+    };
+    let catalog = format!("{}/catalog", s.base);
+    // No token, or one it never issued: 401.
+    let r = client()
+        .get(format!("{catalog}/v1/namespaces"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .get(format!("{catalog}/v1/namespaces"))
+        .bearer_auth("lk-forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A wrong secret: the token endpoint refuses, and lakectl says which client.
+    let p = Project::new();
+    p.write(
+        "lakehouse.yaml",
+        &format!("apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {{name: remote}}\nspec:\n  catalog:\n    type: rest\n    uri: {catalog}\n    properties: {{credential: \"etl:wrong\"}}\n  warehouse: ../warehouse\n"),
+    );
+    p.write("sales.yaml", &sales(true, ""));
+    let out = p.run(&["plan", "manifests"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("refused (401 Unauthorized) for client `etl`"),
+        "{}",
+        text(&out)
+    );
+    rest_mode_round_trip_as(
+        &catalog,
+        Some(("credential", "etl:s3cret")),
+        None,
+        || async {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn rest_mode_against_rustberg() {
     let (server, _dir) = rustberg(None).await;
@@ -629,11 +701,25 @@ async fn rest_mode_round_trip<F, Fut>(
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    rest_mode_round_trip_as(uri, token.map(|t| ("token", t)), s3, server_check).await
+}
+
+/// [`rest_mode_round_trip`] authenticating with catalog property `auth.0` set to
+/// `auth.1` (`token`, or `credential` for OAuth2), for lakectl and PyIceberg alike.
+async fn rest_mode_round_trip_as<F, Fut>(
+    uri: &str,
+    auth: Option<(&str, &str)>,
+    s3: Option<&str>,
+    server_check: F,
+) where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let p = Project::new();
-    let props = if token.is_some() {
-        "\n    properties: {token: \"${env:REMOTE_TOKEN}\"}"
-    } else {
-        ""
+    let token = auth.map(|a| a.1);
+    let props = match auth {
+        Some((name, _)) => format!("\n    properties: {{{name}: \"${{env:REMOTE_TOKEN}}\"}}"),
+        None => String::new(),
     };
     let warehouse = match s3 {
         Some(endpoint) => s3_lines(endpoint),
@@ -713,7 +799,7 @@ async fn rest_mode_round_trip<F, Fut>(
     let script = r#"
 import sys, json
 from pyiceberg.catalog.rest import RestCatalog
-props = {"token": sys.argv[2]} if sys.argv[2] else {}
+props = {sys.argv[6]: sys.argv[2]} if sys.argv[2] else {}
 if sys.argv[3]:
     props.update({"s3.endpoint": sys.argv[3], "s3.region": "us-east-1",
                   "s3.access-key-id": sys.argv[4], "s3.secret-access-key": sys.argv[5],
@@ -730,6 +816,7 @@ print(json.dumps({"rows": a.num_rows, "fields": [f.name for f in t.schema().fiel
         s3.unwrap_or("").as_ref(),
         crate::s3::KEY.as_ref(),
         crate::s3::SECRET.as_ref(),
+        auth.map(|a| a.0).unwrap_or("token").as_ref(),
     ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["rows"], 60);
