@@ -108,7 +108,7 @@ pub struct TableState {
 /// The catalog behind the commit path.
 enum Backend {
     Sql(SqlCatalog),
-    Rest(rest::RestClient),
+    Rest(Box<rest::RestClient>),
 }
 
 /// An open lakehouse.
@@ -141,7 +141,7 @@ impl Lake {
                 rest::RestClient::connect(&config.catalog_uri, &config.catalog_props).await?;
             return Ok(Some(Lake {
                 config,
-                backend: Backend::Rest(client),
+                backend: Backend::Rest(Box::new(client)),
                 file_io,
                 ledger_files: Default::default(),
                 ledger_segments: Default::default(),
