@@ -46,7 +46,7 @@ def sizes():
     md = max(glob.glob(os.path.join(work, ".lakectl/warehouse/bench/t/metadata/*.metadata.json")),
              key=os.path.getmtime)
     ledger = sum(os.path.getsize(f) for f in
-                 glob.glob(os.path.join(work, ".lakectl/warehouse/bench/t/metadata/lakectl-ledger-*.json")))
+                 glob.glob(os.path.join(work, ".lakectl/warehouse/bench/t/metadata/lakectl-ledger-*")))
     return os.path.getsize(md), ledger
 
 

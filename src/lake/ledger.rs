@@ -13,12 +13,15 @@
 //! catalog's own maintenance remove the snapshots that recorded which files were
 //! ingested and which mutations ran, and lakectl would then ingest or mutate again.
 //! So [`Lake::commit`](super::Lake::commit) records every change that carries a
-//! change id in a ledger file (`metadata/lakectl-ledger-<snapshot>-<uuid>.json`,
+//! change id in a ledger file (`metadata/lakectl-ledger-<snapshot>-<uuid>.stats`, JSON
+//! named like an Iceberg statistics file, which table buckets such as S3 Tables accept,
 //! written before the commit like a manifest, immutable), referenced from the
 //! snapshot's summary and from the table property `lakectl.ledger`, which no expiry
 //! removes. A ledger file holds its own change and a link to the previous file; every
-//! [`CHECKPOINT_DEPTH`] files one is a checkpoint holding everything before it, so a
-//! lookup reads at most that many small files (and caches them: they never change).
+//! [`CHECKPOINT_DEPTH`] files one is a checkpoint naming the segment files that hold
+//! everything before it (O(log n) of them, see [`LedgerFile::segments`]), so a lookup
+//! reads at most that many small files plus the segments (all cached: they never
+//! change), and no commit rewrites the whole history.
 //!
 //! The ledger of a snapshot ([`Lake::ledger_at`](super::Lake::ledger_at)) is: its
 //! newest ancestor's ledger file (the chain back to a checkpoint), plus what summaries

@@ -451,7 +451,7 @@ impl Lake {
         }
         let bytes = self.file_io.new_input(path)?.read().await.map_err(|e| {
             LakeError::Unsupported(format!(
-                "cannot read ledger segment {path} (lakectl's record of the files it ingested; an orphan-file cleanup must leave metadata/lakectl-ledger-*.json alone): {e}"
+                "cannot read ledger segment {path} (lakectl's record of the files it ingested; an orphan-file cleanup must leave metadata/lakectl-ledger-* alone): {e}"
             ))
         })?;
         let a: ledger::Archive = serde_json::from_slice(&bytes)
@@ -492,7 +492,7 @@ impl Lake {
             merged.absorb(&delta.to_archive());
             let archive = merged.to_archive();
             let path = format!(
-                "{}/metadata/lakectl-ledger-segment-{}.json",
+                "{}/metadata/lakectl-ledger-segment-{}.stats",
                 base.location().trim_end_matches('/'),
                 uuid::Uuid::new_v4()
             );
@@ -573,7 +573,7 @@ impl Lake {
         let bytes =
             self.file_io.new_input(path)?.read().await.map_err(|e| {
                 LakeError::Unsupported(format!(
-                    "cannot read ledger file {path} (lakectl's record of the files it ingested and the changes it applied; an orphan-file cleanup must leave metadata/lakectl-ledger-*.json alone): {e}"
+                    "cannot read ledger file {path} (lakectl's record of the files it ingested and the changes it applied; an orphan-file cleanup must leave metadata/lakectl-ledger-* alone): {e}"
                 ))
             })?;
         let file: ledger::LedgerFile = serde_json::from_slice(&bytes)
@@ -607,7 +607,7 @@ impl Lake {
         file: ledger::LedgerFile,
     ) -> Result<String, CommitError> {
         let path = format!(
-            "{}/metadata/lakectl-ledger-{}-{}.json",
+            "{}/metadata/lakectl-ledger-{}-{}.stats",
             base.location().trim_end_matches('/'),
             file.snapshot_id,
             uuid::Uuid::new_v4()

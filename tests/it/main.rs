@@ -13,6 +13,7 @@ mod maintain;
 mod mutate;
 mod oracle;
 mod s3;
+mod seaweed;
 mod serve;
 mod shapes;
 mod topology;

@@ -624,14 +624,9 @@ async fn rest_mode_with_oauth2_client_credentials() {
         "{}",
         text(&out)
     );
-    rest_mode_round_trip_as(
-        &catalog,
-        Some(("credential", "etl:s3cret")),
-        None,
-        || async {
-            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        },
-    )
+    rest_mode_round_trip_as(&catalog, &[("credential", "etl:s3cret")], None, || async {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    })
     .await;
 }
 
@@ -701,30 +696,44 @@ async fn rest_mode_round_trip<F, Fut>(
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    rest_mode_round_trip_as(uri, token.map(|t| ("token", t)), s3, server_check).await
+    let props: Vec<(&str, &str)> = token.map(|t| ("token", t)).into_iter().collect();
+    rest_mode_round_trip_as(
+        uri,
+        &props,
+        s3.map(|e| (e, "s3://lake/warehouse")),
+        server_check,
+    )
+    .await
 }
 
-/// [`rest_mode_round_trip`] authenticating with catalog property `auth.0` set to
-/// `auth.1` (`token`, or `credential` for OAuth2), for lakectl and PyIceberg alike.
-async fn rest_mode_round_trip_as<F, Fut>(
+/// [`rest_mode_round_trip`] with these catalog properties (a `token`, a `credential`
+/// for OAuth2, SigV4's, each through `${env:…}`), for lakectl and PyIceberg alike, and
+/// with an S3 warehouse `(endpoint, warehouse URI)`.
+pub async fn rest_mode_round_trip_as<F, Fut>(
     uri: &str,
-    auth: Option<(&str, &str)>,
-    s3: Option<&str>,
+    catalog_props: &[(&str, &str)],
+    s3: Option<(&str, &str)>,
     server_check: F,
 ) where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let p = Project::new();
-    let token = auth.map(|a| a.1);
-    let props = match auth {
-        Some((name, _)) => format!("\n    properties: {{{name}: \"${{env:REMOTE_TOKEN}}\"}}"),
-        None => String::new(),
+    let props = if catalog_props.is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<String> = catalog_props
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| format!("\n      {k}: \"${{env:REMOTE_P{i}}}\""))
+            .collect();
+        format!("\n    properties:{}", lines.concat())
     };
     let warehouse = match s3 {
-        Some(endpoint) => s3_lines(endpoint),
+        Some((endpoint, w)) => s3_lines(endpoint).replace("s3://lake/warehouse", w),
         None => "  warehouse: ../warehouse\n".to_string(),
     };
+    let s3 = s3.map(|(e, _)| e);
     p.write(
         "lakehouse.yaml",
         &format!(
@@ -738,7 +747,12 @@ async fn rest_mode_round_trip_as<F, Fut>(
             .args(args)
             .current_dir(p.root())
             .env("NO_COLOR", "1")
-            .env("REMOTE_TOKEN", token.unwrap_or(""))
+            .envs(
+                catalog_props
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, v))| (format!("REMOTE_P{i}"), v.to_string())),
+            )
             .env("LAKECTL_TEST_S3_SECRET", crate::s3::SECRET)
             .output()
             .unwrap()
@@ -799,7 +813,7 @@ async fn rest_mode_round_trip_as<F, Fut>(
     let script = r#"
 import sys, json
 from pyiceberg.catalog.rest import RestCatalog
-props = {sys.argv[6]: sys.argv[2]} if sys.argv[2] else {}
+props = json.loads(sys.argv[2])
 if sys.argv[3]:
     props.update({"s3.endpoint": sys.argv[3], "s3.region": "us-east-1",
                   "s3.access-key-id": sys.argv[4], "s3.secret-access-key": sys.argv[5],
@@ -812,11 +826,17 @@ print(json.dumps({"rows": a.num_rows, "fields": [f.name for f in t.schema().fiel
         "-c".as_ref(),
         script.as_ref(),
         uri.as_ref(),
-        token.unwrap_or("").as_ref(),
+        serde_json::to_string(
+            &catalog_props
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .unwrap()
+        .as_ref(),
         s3.unwrap_or("").as_ref(),
         crate::s3::KEY.as_ref(),
         crate::s3::SECRET.as_ref(),
-        auth.map(|a| a.0).unwrap_or("token").as_ref(),
     ]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["rows"], 60);
