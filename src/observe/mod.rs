@@ -71,6 +71,29 @@ pub async fn observe(
     config: &LakeConfig,
 ) -> Result<Actual, LakeError> {
     let mut actual = Actual::default();
+    // Local listings need no ledger (but `listing: lexical`): they run on the blocking
+    // pool while the tables and ledgers are read.
+    let mut early: HashMap<
+        (usize, usize),
+        tokio::task::JoinHandle<Result<Vec<SourceFile>, String>>,
+    > = HashMap::new();
+    for (ti, t) in set.tables.iter().enumerate() {
+        let base = t
+            .file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        for (si, src) in t.value.spec.sources.iter().enumerate() {
+            if is_s3(src) || src.listing == Some(crate::manifest::types::Listing::Lexical) {
+                continue;
+            }
+            let (uri, base) = (src.uri.clone(), base.clone());
+            early.insert(
+                (ti, si),
+                tokio::task::spawn_blocking(move || files::list_local(&uri, &base)),
+            );
+        }
+    }
     if let Some(lake) = lake {
         observe_tables(lake, set, &mut actual).await?;
         for (name, state) in &actual.tables {
@@ -80,7 +103,7 @@ pub async fn observe(
         }
     }
     let no_files = HashMap::new();
-    for t in &set.tables {
+    for (ti, t) in set.tables.iter().enumerate() {
         let ledger = actual
             .ledgers
             .get(&t.table_name())
@@ -88,51 +111,26 @@ pub async fn observe(
             .unwrap_or(&no_files);
         let base = t.file.parent().unwrap_or(std::path::Path::new("."));
         let mut listed = Vec::new();
-        for src in &t.value.spec.sources {
-            listed.push(list_source(src, base, ledger, config).await);
+        for (si, src) in t.value.spec.sources.iter().enumerate() {
+            let files = match early.remove(&(ti, si)) {
+                Some(task) => task
+                    .await
+                    .unwrap_or_else(|e| Err(format!("listing failed: {e}"))),
+                None => list_files(src, base, ledger, config).await,
+            };
+            listed.push(files.and_then(|files| states(files, ledger)));
         }
         actual.sources.insert(t.table_name(), listed);
     }
     Ok(actual)
 }
 
-async fn list_source(
-    src: &SourceSpec,
-    base: &std::path::Path,
-    ledger: &HashMap<String, ledger::IngestedFile>,
-    config: &LakeConfig,
-) -> Listed {
-    if src.uri.starts_with("s3://") || src.uri.starts_with("s3a://") {
-        let start_after = match src.listing {
-            Some(crate::manifest::types::Listing::Lexical) => {
-                let (bucket, prefix, _) = crate::ingest::s3::split_uri(&src.uri)?;
-                let under = format!("s3://{bucket}/{prefix}");
-                ledger
-                    .keys()
-                    .filter(|k| k.starts_with(&under))
-                    .max()
-                    .cloned()
-            }
-            _ => None,
-        };
-        let files =
-            crate::ingest::s3::list(&src.uri, &config.storage, start_after.as_deref()).await?;
-        return files
-            .into_iter()
-            .map(|f| {
-                let state = files::state_of(&f, ledger).map_err(|e| format!("{}: {e}", f.path))?;
-                Ok((f, state))
-            })
-            .collect();
-    }
-    let mut files = files::list_local(&src.uri, base)?;
-    if src.listing == Some(crate::manifest::types::Listing::Lexical) {
-        // Listed whole (a directory walk has no start-after), compared from there on.
-        let literal = &src.uri[..src.uri.find(['*', '?', '[', '{']).unwrap_or(src.uri.len())];
-        if let Some(last) = ledger.keys().filter(|k| k.starts_with(literal)).max() {
-            files.retain(|f| &f.path > last);
-        }
-    }
+fn is_s3(src: &SourceSpec) -> bool {
+    src.uri.starts_with("s3://") || src.uri.starts_with("s3a://")
+}
+
+/// Each listed file with its state against the ledger.
+fn states(files: Vec<SourceFile>, ledger: &HashMap<String, ledger::IngestedFile>) -> Listed {
     files
         .into_iter()
         .map(|f| {
@@ -141,6 +139,40 @@ async fn list_source(
             Ok((f, state))
         })
         .collect()
+}
+
+/// The files of a source (those after the greatest ingested key under `listing:
+/// lexical`).
+async fn list_files(
+    src: &SourceSpec,
+    base: &std::path::Path,
+    ledger: &HashMap<String, ledger::IngestedFile>,
+    config: &LakeConfig,
+) -> Result<Vec<SourceFile>, String> {
+    let lexical = src.listing == Some(crate::manifest::types::Listing::Lexical);
+    if is_s3(src) {
+        let start_after = if lexical {
+            let (bucket, prefix, _) = crate::ingest::s3::split_uri(&src.uri)?;
+            let under = format!("s3://{bucket}/{prefix}");
+            ledger
+                .keys()
+                .filter(|k| k.starts_with(&under))
+                .max()
+                .cloned()
+        } else {
+            None
+        };
+        return crate::ingest::s3::list(&src.uri, &config.storage, start_after.as_deref()).await;
+    }
+    let mut files = files::list_local(&src.uri, base)?;
+    if lexical {
+        // Listed whole (a directory walk has no start-after), compared from there on.
+        let literal = &src.uri[..src.uri.find(['*', '?', '[', '{']).unwrap_or(src.uri.len())];
+        if let Some(last) = ledger.keys().filter(|k| k.starts_with(literal)).max() {
+            files.retain(|f| &f.path > last);
+        }
+    }
+    Ok(files)
 }
 
 async fn observe_tables(
