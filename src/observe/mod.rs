@@ -63,6 +63,9 @@ pub async fn observe_orphans(
 /// they could not be listed.
 pub type Listed = Result<Vec<(SourceFile, FileState)>, String>;
 
+/// A listing running on the blocking pool.
+type Listing = tokio::task::JoinHandle<Result<Vec<SourceFile>, String>>;
+
 /// Reads the actual state of every declared table (`lake` is `None` when the catalog
 /// does not exist yet: everything is absent).
 pub async fn observe(
@@ -73,10 +76,7 @@ pub async fn observe(
     let mut actual = Actual::default();
     // Local listings need no ledger (but `listing: lexical`): they run on the blocking
     // pool while the tables and ledgers are read.
-    let mut early: HashMap<
-        (usize, usize),
-        tokio::task::JoinHandle<Result<Vec<SourceFile>, String>>,
-    > = HashMap::new();
+    let mut early: HashMap<(usize, usize), Listing> = HashMap::new();
     for (ti, t) in set.tables.iter().enumerate() {
         let base = t
             .file

@@ -53,6 +53,10 @@ pub fn watch(p: &Project, env: &[(&str, &str)]) -> Watcher {
     Watcher { child, base }
 }
 
+pub async fn status_of(w: &Watcher) -> serde_json::Value {
+    status(w).await
+}
+
 async fn status(w: &Watcher) -> serde_json::Value {
     reqwest::get(format!("{}/status", w.base))
         .await
@@ -69,23 +73,13 @@ pub async fn until(
     what: &str,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    until_within(w, what, Duration::from_secs(20), ok).await
-}
-
-/// [`until`] with another bound (for work that takes a while on a loaded machine).
-pub async fn until_within(
-    w: &Watcher,
-    what: &str,
-    bound: Duration,
-    ok: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
     let t = Instant::now();
     loop {
         let s = status(w).await;
         if ok(&s) {
             return s;
         }
-        assert!(t.elapsed() < bound, "{what}: {s}");
+        assert!(t.elapsed() < Duration::from_secs(20), "{what}: {s}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
