@@ -449,14 +449,7 @@ impl Lake {
         {
             return Ok(a.clone());
         }
-        let bytes = self.file_io.new_input(path)?.read().await.map_err(|e| {
-            LakeError::Unsupported(format!(
-                "cannot read ledger segment {path} (lakectl's record of the files it ingested; an orphan-file cleanup must leave metadata/lakectl-ledger-* alone): {e}"
-            ))
-        })?;
-        let a: ledger::Archive = serde_json::from_slice(&bytes)
-            .map_err(|e| LakeError::Unsupported(format!("ledger segment {path}: {e}")))?;
-        let a = Arc::new(a);
+        let a: Arc<ledger::Archive> = Arc::new(self.read_ledger_json(path, "segment").await?);
         let mut cache = self.ledger_segments.lock().expect("segment cache");
         let held: usize = cache.values().map(|a| a.ingested.len()).sum();
         if held + a.ingested.len() > 2_000_000 {
@@ -563,6 +556,21 @@ impl Lake {
         Ok(entries)
     }
 
+    /// Reads and parses a ledger file or segment (`what`), naming it in any error.
+    async fn read_ledger_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<T, LakeError> {
+        let bytes = self.file_io.new_input(path)?.read().await.map_err(|e| {
+            LakeError::Unsupported(format!(
+                "cannot read ledger {what} {path} (lakectl's record of the files it ingested and the changes it applied; an orphan-file cleanup must leave metadata/lakectl-ledger-* alone): {e}"
+            ))
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| LakeError::Unsupported(format!("ledger {what} {path}: {e}")))
+    }
+
     pub(crate) async fn ledger_file(
         &self,
         path: &str,
@@ -570,15 +578,7 @@ impl Lake {
         if let Some(f) = self.ledger_files.lock().expect("ledger cache").get(path) {
             return Ok(f.clone());
         }
-        let bytes =
-            self.file_io.new_input(path)?.read().await.map_err(|e| {
-                LakeError::Unsupported(format!(
-                    "cannot read ledger file {path} (lakectl's record of the files it ingested and the changes it applied; an orphan-file cleanup must leave metadata/lakectl-ledger-* alone): {e}"
-                ))
-            })?;
-        let file: ledger::LedgerFile = serde_json::from_slice(&bytes)
-            .map_err(|e| LakeError::Unsupported(format!("ledger file {path}: {e}")))?;
-        let file = Arc::new(file);
+        let file: Arc<ledger::LedgerFile> = Arc::new(self.read_ledger_json(path, "file").await?);
         self.cache_ledger_file(path, file.clone());
         Ok(file)
     }

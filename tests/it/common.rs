@@ -258,3 +258,18 @@ pub fn spark_sql(db: &Path, warehouse: &Path, statements: &[&str]) -> serde_json
 pub fn spark_read(db: &Path, warehouse: &Path, table: &str) -> serde_json::Value {
     spark_py(db, warehouse, &["--read", table])
 }
+
+/// Sets the modification time of every file under `dir` (but those named `except`) to
+/// three days ago, past any orphan window.
+pub fn age_files(dir: &Path, except: Option<&str>) {
+    let mut cmd = Command::new("find");
+    cmd.arg(dir).args(["-type", "f"]);
+    if let Some(name) = except {
+        cmd.args(["!", "-name", name]);
+    }
+    let status = cmd
+        .args(["-exec", "touch", "-d", "3 days ago", "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

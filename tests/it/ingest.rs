@@ -625,21 +625,7 @@ async fn metadata_json_does_not_grow_with_the_files_ingested() {
 
     // An orphan sweep over files days old keeps every ledger file and segment: the
     // ledger is intact (nothing to ingest) and each file was ingested once.
-    let status = Command::new("find")
-        .arg(p.root().join(".lakectl/warehouse/shop/sales"))
-        .args([
-            "-type",
-            "f",
-            "-exec",
-            "touch",
-            "-d",
-            "3 days ago",
-            "{}",
-            "+",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::common::age_files(&p.root().join(".lakectl/warehouse/shop/sales"), None);
     p.write(
         "sales.yaml",
         &sales(

@@ -321,24 +321,7 @@ async fn orphans_older_than_the_window_go_and_nothing_reachable_does() {
         "y",
     );
     // Everything is old but the in-flight file: only reachability protects the rest.
-    let status = std::process::Command::new("find")
-        .arg(&table_dir)
-        .args([
-            "-type",
-            "f",
-            "!",
-            "-name",
-            "in-flight.parquet",
-            "-exec",
-            "touch",
-            "-d",
-            "3 days ago",
-            "{}",
-            "+",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::common::age_files(&table_dir, Some("in-flight.parquet"));
     let rows_before = totals(&p);
     p.write(
         "orders.yaml",

@@ -24,10 +24,16 @@ impl Drop for Server {
 }
 
 fn serve(p: &Project, extra: &[&str]) -> Server {
+    serve_with(p, extra, &[("LAKECTL_TOKEN", TOKEN)])
+}
+
+/// `lakectl serve` with `extra` arguments and `env` (no `LAKECTL_TOKEN` unless given).
+fn serve_with(p: &Project, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(LAKECTL)
         .args(["serve", "--manifests", "manifests", "--addr", "127.0.0.1:0"])
         .args(extra)
-        .env("LAKECTL_TOKEN", TOKEN)
+        .env_remove("LAKECTL_TOKEN")
+        .envs(env.iter().copied())
         .env("LAKECTL_TEST_S3_SECRET", crate::s3::SECRET)
         .current_dir(p.root())
         .stdout(Stdio::piped())
@@ -570,31 +576,11 @@ pub async fn rustberg_at(s3: Option<&str>, location: &str) -> (Server, tempfile:
 #[tokio::test]
 async fn rest_mode_with_oauth2_client_credentials() {
     let server_side = Project::new();
-    let mut child = Command::new(LAKECTL)
-        .args([
-            "serve",
-            "--manifests",
-            "manifests",
-            "--addr",
-            "127.0.0.1:0",
-            "--token-ttl",
-            "1s",
-        ])
-        .env_remove("LAKECTL_TOKEN")
-        .env("LAKECTL_CLIENTS", "etl:s3cret,bi:other")
-        .current_dir(server_side.root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let s = Server {
-        child,
-        base: line.trim().trim_start_matches("listening on ").to_string(),
-    };
+    let s = serve_with(
+        &server_side,
+        &["--token-ttl", "1s"],
+        &[("LAKECTL_CLIENTS", "etl:s3cret,bi:other")],
+    );
     let catalog = format!("{}/catalog", s.base);
     // No token, or one it never issued: 401.
     let r = client()
