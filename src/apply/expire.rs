@@ -18,7 +18,7 @@ use iceberg::{TableIdent, TableRequirement, TableUpdate};
 use serde::Serialize;
 
 use super::{ApplyError, MAX_ATTEMPTS};
-use crate::lake::{ledger, retry_on_conflict, CommitError, Lake, LakeError};
+use crate::lake::{ledger, retry_on_conflict, CommitError, Lake};
 
 pub use crate::maintain::Retention;
 
@@ -185,10 +185,7 @@ pub async fn expire(
     let result = retry_on_conflict(MAX_ATTEMPTS, |_| {
         let table = table.clone();
         async move {
-            let state = lake
-                .load_table(ident)
-                .await?
-                .ok_or_else(|| LakeError::NoSuchTable(table.clone()))?;
+            let state = lake.load_existing(ident).await?;
             let md = &state.metadata;
             let (mut e, updates) = prepare(lake, &table, md, retention).await?;
             if dry_run || updates.is_empty() {

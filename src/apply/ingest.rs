@@ -46,10 +46,7 @@ pub async fn apply_ingest(
     let ident = c.ident();
     let mut written: Option<(Written, i32, i32, Vec<String>)> = None;
     for attempt in 0..super::MAX_ATTEMPTS {
-        let state = lake
-            .load_table(&ident)
-            .await?
-            .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
+        let state = lake.load_existing(&ident).await?;
         let md = &state.metadata;
         let done = lake.ledger(md).await?.ingested;
         let todo: Vec<FileToIngest> = c

@@ -257,10 +257,7 @@ pub struct OrphansOutcome {
 /// Deletes the orphan files of `c.table` that are still orphans: they are found again
 /// on the table's fresh metadata, and only files in both lists go.
 pub async fn remove_orphans(lake: &Lake, c: &OrphansChange) -> Result<OrphansOutcome, ApplyError> {
-    let state = lake
-        .load_table(&c.ident())
-        .await?
-        .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
+    let state = lake.load_existing(&c.ident()).await?;
     let now = crate::maintain::orphans::find(
         lake,
         &state.metadata,
@@ -297,10 +294,7 @@ pub async fn merge_manifests(
     crate::lake::retry_on_conflict(super::MAX_ATTEMPTS, |_| {
         let ident = ident.clone();
         async move {
-            let state = lake
-                .load_table(&ident)
-                .await?
-                .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
+            let state = lake.load_existing(&ident).await?;
             let md = &state.metadata;
             let annotation = Annotation {
                 change: "merge-manifests".into(),

@@ -526,10 +526,7 @@ pub async fn release_held(lake: &Lake, table: &str, id: &str) -> Result<(), Appl
     retry_on_conflict(MAX_ATTEMPTS, |_| {
         let ident = ident.clone();
         async move {
-            let state = lake
-                .load_table(&ident)
-                .await?
-                .ok_or_else(|| LakeError::NoSuchTable(table.to_string()))?;
+            let state = lake.load_existing(&ident).await?;
             let mut held = crate::lake::ledger::held_back(&state.metadata);
             let before = held.len();
             held.retain(|h| h.change_id != id);

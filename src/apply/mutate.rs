@@ -84,10 +84,7 @@ pub async fn apply_mutation(
     let result = crate::lake::retry_on_conflict(super::MAX_ATTEMPTS, |attempt| {
         let ident = ident.clone();
         async move {
-            let state = lake
-                .load_table(&ident)
-                .await?
-                .ok_or_else(|| LakeError::NoSuchTable(c.table.clone()))?;
+            let state = lake.load_existing(&ident).await?;
             let md = &state.metadata;
             if lake.ledger(md).await?.changes.contains(&c.change_id) {
                 let outcome = MutationOutcome {

@@ -264,10 +264,7 @@ pub async fn rollback(
     let result = retry_on_conflict(MAX_ATTEMPTS, |_| {
         let table = table.clone();
         async move {
-            let state = lake
-                .load_table(ident)
-                .await?
-                .ok_or_else(|| LakeError::NoSuchTable(table.clone()))?;
+            let state = lake.load_existing(ident).await?;
             let md = &state.metadata;
             if !dry_run && crate::plan::drift::is_protected(md) {
                 return Err(CommitError::Failed(LakeError::Unsupported(format!(

@@ -280,6 +280,13 @@ impl Lake {
         )
     }
 
+    /// Loads a table that must exist ([`LakeError::NoSuchTable`] otherwise).
+    pub async fn load_existing(&self, ident: &TableIdent) -> Result<TableState, LakeError> {
+        self.load_table(ident)
+            .await?
+            .ok_or_else(|| LakeError::NoSuchTable(ident.to_string()))
+    }
+
     /// Loads a table, or `None` when the catalog has no such table.
     pub async fn load_table(&self, ident: &TableIdent) -> Result<Option<TableState>, LakeError> {
         let catalog = match &self.backend {
@@ -799,10 +806,7 @@ impl Lake {
                 });
             }
         };
-        let current = self
-            .load_table(ident)
-            .await?
-            .ok_or_else(|| LakeError::NoSuchTable(ident.to_string()))?;
+        let current = self.load_existing(ident).await?;
         for r in requirements {
             r.check(Some(&current.metadata))
                 .map_err(|e| CommitError::Conflict(e.message().to_string()))?;
