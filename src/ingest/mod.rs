@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use futures::StreamExt;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, TableMetadata};
@@ -474,18 +475,24 @@ pub async fn write_source(
         source.on_error == OnError::Skip,
     ));
     // The ledger's content hashes are read alongside the parse, not before it (S3
-    // objects are identified by their ETag).
-    let hashes: Vec<_> = files
-        .iter()
-        .map(|f| {
-            let etag = f.file.etag.clone();
-            let location = f.file.location.clone();
+    // objects are identified by their ETag), one file per worker at a time (each hash
+    // reads through its own 1 MiB buffer).
+    let hashes = tokio::spawn(
+        futures::stream::iter(
+            files
+                .iter()
+                .map(|f| (f.file.etag.clone(), f.file.location.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .map(|(etag, location)| {
             tokio::task::spawn_blocking(move || match etag {
                 Some(etag) => Ok(format!("etag:{etag}")),
                 None => files::content_hash(&location),
             })
         })
-        .collect();
+        .buffered(n_workers)
+        .collect::<Vec<_>>(),
+    );
     let mut queue = Vec::new();
     for (i, f) in files.iter().enumerate() {
         queue.extend(
@@ -566,9 +573,12 @@ pub async fn write_source(
     if !errors.is_empty() {
         return Err(earliest(errors));
     }
+    let hashes = hashes.await.map_err(|e| IngestError::File {
+        file: String::new(),
+        message: format!("hashing failed: {e}"),
+    })?;
     for ((f, hash), n) in files.iter().zip(hashes).zip(rows.iter()) {
         let hash = hash
-            .await
             .map_err(|e| IngestError::File {
                 file: f.file.path.clone(),
                 message: format!("hashing failed: {e}"),
