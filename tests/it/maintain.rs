@@ -41,6 +41,19 @@ fn totals(p: &Project) -> Value {
     .clone()
 }
 
+/// Declares compaction (its defaults), checks that the plan lists it with `says`, and
+/// applies it (a second plan is empty).
+fn compact_with_plan_saying(p: &Project, says: &str) {
+    p.write(
+        "orders.yaml",
+        &orders(&format!("{COLUMNS}  maintenance:\n    compaction: {{}}\n")),
+    );
+    let (code, plan) = p.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains(says), "{plan}");
+    p.apply_converges();
+}
+
 async fn live_data_files(p: &Project) -> (usize, String) {
     let md = p.table("shop.orders").await.metadata;
     let s = md.current_snapshot().unwrap().summary();
@@ -160,17 +173,7 @@ async fn compaction_applies_and_drops_spark_merge_on_read_deletes() {
     assert_eq!(expected["n"], json!(81), "{expected}");
 
     // A mutation refuses merge-on-read files; compaction folds the deletes in.
-    p.write(
-        "orders.yaml",
-        &orders(&format!("{COLUMNS}  maintenance:\n    compaction: {{}}\n")),
-    );
-    let (code, plan) = p.plan();
-    assert_eq!(code, 2, "{plan}");
-    assert!(
-        plan.contains("delete file(s) applied and dropped"),
-        "{plan}"
-    );
-    p.apply_converges();
+    compact_with_plan_saying(&p, "delete file(s) applied and dropped");
     let (files, deletes) = live_data_files(&p).await;
     assert_eq!((files, deletes.as_str()), (1, "0"));
     assert_eq!(totals(&p), expected);
@@ -880,17 +883,7 @@ async fn compaction_applies_and_drops_equality_deletes() {
     );
     let files = lakectl_delete_files(&p).await;
     assert_eq!(files, 1, "one equality delete file");
-    p.write(
-        "orders.yaml",
-        &orders(&format!("{COLUMNS}  maintenance:\n    compaction: {{}}\n")),
-    );
-    let (code, plan) = p.plan();
-    assert_eq!(code, 2, "{plan}");
-    assert!(
-        plan.contains("1 delete file(s) applied and dropped"),
-        "{plan}"
-    );
-    p.apply_converges();
+    compact_with_plan_saying(&p, "1 delete file(s) applied and dropped");
     assert_eq!(lakectl_delete_files(&p).await, 0);
     assert_eq!(live_data_files(&p).await.0, 1);
     assert_eq!(totals(&p), expected);
