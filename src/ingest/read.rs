@@ -292,17 +292,16 @@ pub fn plan_units(
     {
         return Ok(Vec::new());
     }
-    let (names, data_start) = if source.csv.header {
-        (names, header_end as u64)
+    let data_start = header_end as u64;
+    let names = if source.csv.header {
+        names
     } else {
-        let names = md
-            .current_schema()
+        md.current_schema()
             .as_struct()
             .fields()
             .iter()
             .map(|f| f.name.clone())
-            .collect();
-        (names, header_end as u64)
+            .collect()
     };
     let mapping = mapping(names, source, md, path)?;
     let read_fields: Vec<Field> = mapping
