@@ -564,6 +564,18 @@ async fn plan_cmd(dir: &Path, output: Output, estimate: bool, style: render::Sty
                     }
                 }
             }
+            if let plan::Change::Ingest(i) = c {
+                match apply::keyed::estimate(lake, i).await {
+                    Ok(n) => i.matching_keys = n,
+                    Err(e) => {
+                        eprintln!(
+                            "error: estimating source `{}` of {}: {e}",
+                            i.source, i.table
+                        );
+                        return 1;
+                    }
+                }
+            }
         }
     }
     match output {

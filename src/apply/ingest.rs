@@ -36,6 +36,9 @@ pub struct IngestOutcome {
     /// nothing was committed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub already_applied: bool,
+    /// What an upsert or a replacement did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyed: Option<super::keyed::KeyedOutcome>,
 }
 
 pub async fn apply_ingest(
@@ -43,46 +46,18 @@ pub async fn apply_ingest(
     c: &IngestChange,
     progress: Arc<dyn Progress>,
 ) -> Result<(IngestOutcome, Option<TableState>), ApplyError> {
+    if !c.mode.is_append() {
+        return super::keyed::apply_keyed(lake, c, progress).await;
+    }
     let ident = c.ident();
     let mut written: Option<(Written, i32, i32, Vec<String>)> = None;
     for attempt in 0..super::MAX_ATTEMPTS {
         let state = lake.load_existing(&ident).await?;
         let md = &state.metadata;
         let done = lake.ledger(md).await?.ingested;
-        let todo: Vec<FileToIngest> = c
-            .files
-            .iter()
-            .filter(|f| match done.get(&f.path) {
-                None => true,
-                // Appended again on purpose (`onChange: append`) unless this very
-                // version is already there.
-                Some(d) => f.reason == "changed" && (d.size, d.mtime_ms) != (f.size, f.mtime_ms),
-            })
-            .map(|f| FileToIngest {
-                file: SourceFile {
-                    path: f.path.clone(),
-                    location: f.location.clone(),
-                    size: f.size,
-                    mtime_ms: f.mtime_ms,
-                    format: Some(f.format),
-                    etag: f.etag.clone(),
-                },
-                format: f.format,
-            })
-            .collect();
+        let todo = todo_files(c, &done);
         if todo.is_empty() {
-            return Ok((
-                IngestOutcome {
-                    files: 0,
-                    records: 0,
-                    data_files: 0,
-                    rejected: 0,
-                    rejects_file: None,
-                    snapshot_id: md.current_snapshot_id(),
-                    already_applied: true,
-                },
-                Some(state),
-            ));
+            return Ok((IngestOutcome::already_applied(md), Some(state)));
         }
         let paths: Vec<String> = todo.iter().map(|f| f.file.path.clone()).collect();
         let reusable = written.as_ref().is_some_and(|(_, schema, spec, p)| {
@@ -91,21 +66,7 @@ pub async fn apply_ingest(
                 && *p == paths
         });
         if !reusable {
-            // S3 objects are streamed to a local spool first (removed when dropped).
-            let spool = tempfile::tempdir()
-                .map_err(|e| LakeError::Unsupported(format!("spool directory: {e}")))?;
-            let mut todo = todo;
-            let mut downloads = Vec::new();
-            for (i, f) in todo.iter_mut().enumerate() {
-                if f.file.path.starts_with("s3://") || f.file.path.starts_with("s3a://") {
-                    let dest = spool.path().join(format!("{i}"));
-                    downloads.push((f.file.path.clone(), dest.clone()));
-                    f.file.location = dest;
-                }
-            }
-            ingest::s3::download_all(downloads, &lake.config.storage)
-                .await
-                .map_err(|(file, message)| ingest_error(c, IngestError::File { file, message }))?;
+            let (todo, _spool) = spool_s3(lake, c, todo).await?;
             let w = ingest::write_source(
                 lake.file_io(),
                 md,
@@ -175,6 +136,7 @@ pub async fn apply_ingest(
                         rejects_file: w.rejects_file.as_ref().map(|p| p.display().to_string()),
                         snapshot_id: Some(snapshot_id),
                         already_applied: false,
+                        keyed: None,
                     },
                     Some(state),
                 ))
@@ -200,7 +162,71 @@ pub async fn apply_ingest(
     })
 }
 
-fn ingest_error(c: &IngestChange, e: IngestError) -> ApplyError {
+impl IngestOutcome {
+    pub(crate) fn already_applied(md: &iceberg::spec::TableMetadata) -> IngestOutcome {
+        IngestOutcome {
+            files: 0,
+            records: 0,
+            data_files: 0,
+            rejected: 0,
+            rejects_file: None,
+            snapshot_id: md.current_snapshot_id(),
+            already_applied: true,
+            keyed: None,
+        }
+    }
+}
+
+/// The change's files the ledger does not have yet.
+pub(crate) fn todo_files(
+    c: &IngestChange,
+    done: &HashMap<String, ledger::IngestedFile>,
+) -> Vec<FileToIngest> {
+    c.files
+        .iter()
+        .filter(|f| match done.get(&f.path) {
+            None => true,
+            // Appended again on purpose (`onChange: append`) unless this very
+            // version is already there.
+            Some(d) => f.reason == "changed" && (d.size, d.mtime_ms) != (f.size, f.mtime_ms),
+        })
+        .map(|f| FileToIngest {
+            file: SourceFile {
+                path: f.path.clone(),
+                location: f.location.clone(),
+                size: f.size,
+                mtime_ms: f.mtime_ms,
+                format: Some(f.format),
+                etag: f.etag.clone(),
+            },
+            format: f.format,
+        })
+        .collect()
+}
+
+/// S3 objects streamed to a local spool (removed when the returned directory drops).
+pub(crate) async fn spool_s3(
+    lake: &Lake,
+    c: &IngestChange,
+    mut todo: Vec<FileToIngest>,
+) -> Result<(Vec<FileToIngest>, tempfile::TempDir), ApplyError> {
+    let spool =
+        tempfile::tempdir().map_err(|e| LakeError::Unsupported(format!("spool directory: {e}")))?;
+    let mut downloads = Vec::new();
+    for (i, f) in todo.iter_mut().enumerate() {
+        if f.file.path.starts_with("s3://") || f.file.path.starts_with("s3a://") {
+            let dest = spool.path().join(format!("{i}"));
+            downloads.push((f.file.path.clone(), dest.clone()));
+            f.file.location = dest;
+        }
+    }
+    ingest::s3::download_all(downloads, &lake.config.storage)
+        .await
+        .map_err(|(file, message)| ingest_error(c, IngestError::File { file, message }))?;
+    Ok((todo, spool))
+}
+
+pub(crate) fn ingest_error(c: &IngestChange, e: IngestError) -> ApplyError {
     ApplyError::Ingest {
         table: c.table.clone(),
         source: c.source.clone(),

@@ -19,6 +19,7 @@
 
 pub mod expire;
 pub mod ingest;
+pub mod keyed;
 pub mod maintain;
 pub mod mutate;
 pub mod rollback;

@@ -18,6 +18,7 @@
 //! writer, whatever the file size.
 
 pub mod files;
+pub mod keyed;
 mod read;
 pub mod s3;
 mod text;
@@ -67,6 +68,10 @@ pub enum IngestError {
     File { file: String, message: String },
     #[error("writing data files: {0}")]
     Iceberg(#[from] iceberg::Error),
+    /// A keyed batch that cannot be applied exactly (duplicate keys under
+    /// `onDuplicateKey: error`, a key column missing, …); the message locates it.
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// The data files written for one source, not yet committed.
@@ -474,25 +479,7 @@ pub async fn write_source(
         rejects_dir,
         source.on_error == OnError::Skip,
     ));
-    // The ledger's content hashes are read alongside the parse, not before it (S3
-    // objects are identified by their ETag), one file per worker at a time (each hash
-    // reads through its own 1 MiB buffer).
-    let hashes = tokio::spawn(
-        futures::stream::iter(
-            files
-                .iter()
-                .map(|f| (f.file.etag.clone(), f.file.location.clone()))
-                .collect::<Vec<_>>(),
-        )
-        .map(|(etag, location)| {
-            tokio::task::spawn_blocking(move || match etag {
-                Some(etag) => Ok(format!("etag:{etag}")),
-                None => files::content_hash(&location),
-            })
-        })
-        .buffered(n_workers)
-        .collect::<Vec<_>>(),
-    );
+    let hashes = spawn_hashes(files, n_workers);
     let mut queue = Vec::new();
     for (i, f) in files.iter().enumerate() {
         queue.extend(
@@ -573,11 +560,50 @@ pub async fn write_source(
     if !errors.is_empty() {
         return Err(earliest(errors));
     }
+    let rows: Vec<u64> = rows.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+    written.files = ledger_entries(files, hashes, &rows).await?;
+    written.records = rows.iter().sum();
+    written.rejected = rejects.count();
+    written.rejects_file = rejects.path();
+    Ok(written)
+}
+
+type Hashes = tokio::task::JoinHandle<Vec<Result<std::io::Result<String>, tokio::task::JoinError>>>;
+
+/// The ledger's content hash of each file, read alongside the parse, not before it (S3
+/// objects are identified by their ETag), one file per worker at a time (each hash
+/// reads through its own 1 MiB buffer).
+fn spawn_hashes(files: &[FileToIngest], n_workers: usize) -> Hashes {
+    tokio::spawn(
+        futures::stream::iter(
+            files
+                .iter()
+                .map(|f| (f.file.etag.clone(), f.file.location.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .map(|(etag, location)| {
+            tokio::task::spawn_blocking(move || match etag {
+                Some(etag) => Ok(format!("etag:{etag}")),
+                None => files::content_hash(&location),
+            })
+        })
+        .buffered(n_workers)
+        .collect::<Vec<_>>(),
+    )
+}
+
+/// The ledger's entries for `files`, which gave `rows` rows each.
+async fn ledger_entries(
+    files: &[FileToIngest],
+    hashes: Hashes,
+    rows: &[u64],
+) -> Result<Vec<IngestedFile>, IngestError> {
     let hashes = hashes.await.map_err(|e| IngestError::File {
         file: String::new(),
         message: format!("hashing failed: {e}"),
     })?;
-    for ((f, hash), n) in files.iter().zip(hashes).zip(rows.iter()) {
+    let mut out = Vec::with_capacity(files.len());
+    for ((f, hash), n) in files.iter().zip(hashes).zip(rows) {
         let hash = hash
             .map_err(|e| IngestError::File {
                 file: f.file.path.clone(),
@@ -587,19 +613,15 @@ pub async fn write_source(
                 file: f.file.path.clone(),
                 message: format!("cannot read: {e}"),
             })?;
-        let n = n.load(Ordering::Relaxed);
-        written.records += n;
-        written.files.push(IngestedFile {
+        out.push(IngestedFile {
             path: f.file.path.clone(),
             size: f.file.size,
             mtime_ms: f.file.mtime_ms,
             hash,
-            rows: n,
+            rows: *n,
         });
     }
-    written.rejected = rejects.count();
-    written.rejects_file = rejects.path();
-    Ok(written)
+    Ok(out)
 }
 
 /// Of the errors the workers hit, the one a user should see first: the earliest bad

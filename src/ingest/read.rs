@@ -26,7 +26,14 @@ pub struct Mapping {
     pub defaults: Vec<Option<String>>,
     /// For each table column: required.
     pub required: Vec<bool>,
+    /// Record in each batch's schema metadata ([`PRESENT`]) which table columns the
+    /// source fills (an upsert keeps the current value of the others).
+    pub mark_present: bool,
 }
+
+/// Schema metadata key of a keyed read: the table columns the source fills, as
+/// comma-separated indices.
+pub const PRESENT: &str = "lakectl.present";
 
 impl Mapping {
     fn source_of(&self, table_col: usize) -> Option<usize> {
@@ -130,6 +137,7 @@ pub fn mapping(
         table,
         defaults,
         required,
+        mark_present: source.mode == crate::manifest::types::SourceMode::Upsert,
     })
 }
 
@@ -834,7 +842,18 @@ pub fn to_table(
         }
         cols.push(col);
     }
-    RecordBatch::try_new(m.table.clone(), cols).map_err(|e| (0, 0, e.to_string()))
+    let schema = if m.mark_present {
+        let present: Vec<String> = (0..m.table.fields().len())
+            .filter(|t| m.source_of(*t).is_some())
+            .map(|t| t.to_string())
+            .collect();
+        let mut meta = m.table.metadata().clone();
+        meta.insert(PRESENT.into(), present.join(","));
+        Arc::new(m.table.as_ref().clone().with_metadata(meta))
+    } else {
+        m.table.clone()
+    };
+    RecordBatch::try_new(schema, cols).map_err(|e| (0, 0, e.to_string()))
 }
 
 /// Converts an array to a table type: timestamps with a chrono format, UUID text,

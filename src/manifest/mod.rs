@@ -679,6 +679,7 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
                 ));
             }
         }
+        validate_keyed(t, src, &path, &known, errors);
     }
 
     validate_mutations(t, errors);
@@ -689,6 +690,74 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
             errors.push(t.error_at_key(
                 &child("spec.properties", key),
                 format!("property `{key}` is reserved: lakectl writes the `lakectl.` keys itself"),
+            ));
+        }
+    }
+}
+
+/// `mode`, `key`, `cdc` and `onDuplicateKey` of one source.
+fn validate_keyed(
+    t: &Located<TableManifest>,
+    src: &SourceSpec,
+    path: &str,
+    known: &dyn Fn(&str) -> bool,
+    errors: &mut Vec<Diagnostic>,
+) {
+    use crate::manifest::types::SourceMode;
+    let m = &t.value;
+    for (i, k) in src.key.iter().enumerate() {
+        let at = item(&child(path, "key"), i);
+        match m.spec.columns.iter().find(|c| c.name == *k) {
+            None => errors.push(t.error_at(
+                &at,
+                format!("key column `{k}` is not a top-level column of the table"),
+            )),
+            Some(c) if !matches!(c.ty.0, TypeExpr::Primitive(_)) => errors.push(t.error_at(
+                &at,
+                format!("key column `{k}` must be a primitive column, not {}", c.ty),
+            )),
+            Some(_) => {}
+        }
+        if src.key[..i].contains(k) {
+            errors.push(t.error_at(&at, format!("key column `{k}` is listed twice")));
+        }
+    }
+    if src.mode == SourceMode::Upsert && src.key.is_empty() && m.spec.identifier_fields.is_empty() {
+        errors.push(t.error_at(
+            &child(path, "mode"),
+            format!(
+                "source `{}`: `mode: upsert` needs a `key:` (or the table's `identifierFields`)",
+                src.name
+            ),
+        ));
+    }
+    if let Some(cdc) = &src.cdc {
+        let at = child(path, "cdc");
+        if src.mode != SourceMode::Upsert {
+            errors.push(t.error_at(
+                &at,
+                format!(
+                    "source `{}`: `cdc` needs `mode: upsert` (it is {})",
+                    src.name,
+                    src.mode.as_str()
+                ),
+            ));
+        }
+        if cdc.op_column.trim().is_empty() {
+            errors.push(t.error_at(&child(&at, "opColumn"), "`cdc.opColumn` is empty"));
+        } else if known(&cdc.op_column) || src.columns.values().any(|v| *v == cdc.op_column) {
+            errors.push(t.error_at(
+                &child(&at, "opColumn"),
+                format!(
+                    "`cdc.opColumn` `{}` is a column of the table: the op column is not stored; name the source column that holds the operation",
+                    cdc.op_column
+                ),
+            ));
+        }
+        if cdc.delete_when.is_empty() {
+            errors.push(t.error_at(
+                &child(&at, "deleteWhen"),
+                "`cdc.deleteWhen` lists no op value",
             ));
         }
     }

@@ -375,6 +375,83 @@ pub struct SourceSpec {
     /// Where rejected rows go (CSV); default `.lakectl/rejects/<table>/<source>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects: Option<String>,
+    /// How a batch (the new files of one apply) changes the table: `append` (default),
+    /// `upsert` (by `key`: a row whose key exists replaces it, others are appended),
+    /// `replacePartitions` (the partitions in the batch get the batch's rows only) or
+    /// `replace` (the batch is the table). Copy-on-write, one `overwrite` snapshot.
+    #[serde(default, skip_serializing_if = "SourceMode::is_append")]
+    pub mode: SourceMode,
+    /// Columns that identify a row, for `upsert`; default: the table's
+    /// `identifierFields`. A null key is refused at its row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    /// Change data capture (with `upsert`): a row whose `opColumn` is in `deleteWhen`
+    /// deletes its key. The op column is not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdc: Option<CdcSpec>,
+    /// Two rows of one batch with the same key: the `last` wins (default) or `error`.
+    #[serde(default)]
+    pub on_duplicate_key: OnDuplicateKey,
+    /// The order new files are applied in, within a batch: `name` (default) or `mtime`
+    /// (modification time, then name).
+    #[serde(default)]
+    pub order: FileOrder,
+}
+
+/// How a source's batch changes the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SourceMode {
+    #[default]
+    Append,
+    Upsert,
+    ReplacePartitions,
+    Replace,
+}
+
+impl SourceMode {
+    pub fn is_append(&self) -> bool {
+        *self == SourceMode::Append
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SourceMode::Append => "append",
+            SourceMode::Upsert => "upsert",
+            SourceMode::ReplacePartitions => "replacePartitions",
+            SourceMode::Replace => "replace",
+        }
+    }
+}
+
+/// Change data capture options of a keyed source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CdcSpec {
+    /// The source column holding the operation (not a column of the table).
+    pub op_column: String,
+    /// Op values that delete the row's key (compared as text, exactly).
+    #[serde(default = "default_delete_when")]
+    pub delete_when: Vec<String>,
+}
+
+fn default_delete_when() -> Vec<String> {
+    vec!["D".into()]
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDuplicateKey {
+    #[default]
+    Last,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOrder {
+    #[default]
+    Name,
+    Mtime,
 }
 
 /// How a source is listed.

@@ -185,20 +185,31 @@ impl Stats<'_> {
         let target = self.schema.field_with_name(&column.name).ok()?.data_type();
         let null = ScalarValue::try_from(target).ok()?;
         let values = self.files.iter().map(|f| {
-            let df = f.data_file();
-            let map = if upper {
-                df.upper_bounds()
-            } else {
-                df.lower_bounds()
-            };
-            map.get(id)
-                .and_then(|d| scalar(d.literal(), d.data_type()))
-                .or_else(|| identity_value(f, *id, ty))
+            file_bound(f, *id, ty, upper)
                 .and_then(|s| s.cast_to(target).ok())
                 .unwrap_or_else(|| null.clone())
         });
         ScalarValue::iter_to_array(values).ok()
     }
+}
+
+/// The lower (or `upper`) bound of column `id` (of type `ty`) in this file: from its
+/// column statistics, or the value of an identity partition field on it.
+pub(crate) fn file_bound(
+    f: &LiveFile,
+    id: i32,
+    ty: &PrimitiveType,
+    upper: bool,
+) -> Option<ScalarValue> {
+    let df = f.data_file();
+    let map = if upper {
+        df.upper_bounds()
+    } else {
+        df.lower_bounds()
+    };
+    map.get(&id)
+        .and_then(|d| scalar(d.literal(), d.data_type()))
+        .or_else(|| identity_value(f, id, ty))
 }
 
 /// The value of an identity partition field on `source_id` in this file's partition.

@@ -27,7 +27,8 @@ use crate::ingest::SourceFile;
 use crate::lake::{ledger, LakeConfig, TableState};
 use crate::manifest::positions::item;
 use crate::manifest::types::{
-    NullsSpec, OnChange, OnDrift, SortDirectionSpec, SourceFormat, SourceSpec, TableManifest,
+    FileOrder, NullsSpec, OnChange, OnDrift, SortDirectionSpec, SourceFormat, SourceMode,
+    SourceSpec, TableManifest,
 };
 use crate::manifest::{partition_field_name, Diagnostic, Located, ManifestSet};
 use schema::{desired_columns, Desired, Node, SchemaOp};
@@ -381,6 +382,15 @@ pub struct IngestChange {
     pub spec: SourceSpec,
     /// Where `onError: skip` writes rejected rows.
     pub rejects_dir: PathBuf,
+    /// `append`, `upsert`, `replacePartitions` or `replace`.
+    #[serde(skip_serializing_if = "SourceMode::is_append")]
+    pub mode: SourceMode,
+    /// The key of an upsert: the source's `key`, or the table's identifier fields.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    /// Keys of the batch that match existing rows (`plan --estimate`, upserts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matching_keys: Option<u64>,
 }
 
 /// A file the plan will ingest.
@@ -1094,6 +1104,9 @@ fn diff_source(
     if out.is_empty() {
         return None;
     }
+    if src.order == FileOrder::Mtime {
+        out.sort_by(|a, b| (a.mtime_ms, &a.path).cmp(&(b.mtime_ms, &b.path)));
+    }
     let identities: Vec<String> = out
         .iter()
         .map(|f| format!("{}:{}:{}", f.path, f.size, f.mtime_ms))
@@ -1120,6 +1133,13 @@ fn diff_source(
         files: out,
         spec: src.clone(),
         rejects_dir,
+        mode: src.mode,
+        key: if src.key.is_empty() && src.mode == SourceMode::Upsert {
+            t.value.spec.identifier_fields.clone()
+        } else {
+            src.key.clone()
+        },
+        matching_keys: None,
     })
 }
 

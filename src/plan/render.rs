@@ -165,10 +165,32 @@ pub fn text(plan: &Plan, style: Style) -> String {
                 out.push('\n');
             }
             Change::Ingest(i) => {
+                let how = match i.mode {
+                    crate::manifest::types::SourceMode::Append => String::new(),
+                    crate::manifest::types::SourceMode::Upsert => format!(
+                        " (upsert by {}{}{})",
+                        i.key.join(", "),
+                        if i.spec.cdc.is_some() { ", cdc" } else { "" },
+                        match i.matching_keys {
+                            Some(n) => format!("; {n} key(s) match existing rows"),
+                            None => String::new(),
+                        }
+                    ),
+                    crate::manifest::types::SourceMode::ReplacePartitions => {
+                        " (replaces the partitions it holds)".into()
+                    }
+                    crate::manifest::types::SourceMode::Replace => {
+                        " (replaces the table's rows)".into()
+                    }
+                };
                 let _ = writeln!(
                     out,
-                    "{} ingest into {} from source `{}`: {} file(s), {}  {}",
-                    style.green("+"),
+                    "{} ingest into {} from source `{}`{how}: {} file(s), {}  {}",
+                    if i.mode.is_append() {
+                        style.green("+")
+                    } else {
+                        style.yellow("~")
+                    },
                     style.bold(&i.table),
                     i.source,
                     i.files.len(),

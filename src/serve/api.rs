@@ -302,6 +302,10 @@ pub async fn rollback(
 pub struct UploadParams {
     /// `csv` (default, or from Content-Type), `json` (lines) or `parquet`.
     format: Option<String>,
+    /// `append` (default), `upsert` (by `key`), `replacePartitions` or `replace`.
+    mode: Option<String>,
+    /// Key columns of an upsert, comma-separated; default: the table's identifier fields.
+    key: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -334,9 +338,44 @@ pub async fn upload(
     headers: HeaderMap,
     upload_body: Body,
 ) -> Result<Response, ApiError> {
-    use crate::manifest::types::SourceFormat;
+    use crate::manifest::types::{SourceFormat, SourceMode};
     let params = params(query)?;
-    load(&s, &namespace, &table).await?; // 404 before reading the body
+    let t = load(&s, &namespace, &table).await?; // 404 before reading the body
+    let mode = match params.mode.as_deref() {
+        None | Some("append") => SourceMode::Append,
+        Some("upsert") => SourceMode::Upsert,
+        Some("replacePartitions") => SourceMode::ReplacePartitions,
+        Some("replace") => SourceMode::Replace,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_mode",
+                format!("unknown mode `{other}`: append, upsert, replacePartitions or replace"),
+            ))
+        }
+    };
+    let key_columns: Vec<String> = match params.key.as_deref() {
+        Some(k) => k
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect(),
+        None if mode == SourceMode::Upsert => {
+            let schema = t.metadata.current_schema();
+            schema
+                .identifier_field_ids()
+                .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    if mode == SourceMode::Upsert && key_columns.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "no_key",
+            "`mode=upsert` needs `key=` (the table has no identifier fields)",
+        ));
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -399,8 +438,10 @@ pub async fn upload(
         _ => format!("upload:sha256:{digest}"),
     };
     let table_name = format!("{namespace}.{table}");
-    let spec: crate::manifest::types::SourceSpec =
+    let mut spec: crate::manifest::types::SourceSpec =
         serde_yaml::from_str("name: upload\nuri: upload\n").map_err(internal)?;
+    spec.mode = mode;
+    spec.key = key_columns.clone();
     let change = crate::plan::IngestChange {
         table: table_name.clone(),
         manifest: std::path::PathBuf::from("lakectl-serve"),
@@ -418,6 +459,9 @@ pub async fn upload(
         bytes: size,
         spec,
         rejects_dir: spool.path().join("rejects"),
+        mode,
+        key: key_columns,
+        matching_keys: None,
     };
     match crate::apply::ingest::apply_ingest(&s.lake, &change, Arc::new(())).await {
         Ok((outcome, _)) => {

@@ -1,9 +1,10 @@
 //! Crash safety: `lakectl apply` killed with SIGKILL at pseudo-random moments while it
-//! ingests, while it rewrites files for a mutation and while it compacts. After every kill the catalog
-//! points at the old snapshot or the new one (PyIceberg reads that very metadata file),
-//! and running apply again converges to exactly the rows of an uninterrupted run.
+//! ingests, while it rewrites files for a mutation, while it compacts and while it
+//! upserts. After every kill the catalog points at the old snapshot or the new one
+//! (PyIceberg reads that very metadata file), and running apply again converges to
+//! exactly the rows of an uninterrupted run.
 //!
-//! `LAKECTL_CRASH_RUNS` sets the number of kills per phase (default 15, so 30 in CI);
+//! `LAKECTL_CRASH_RUNS` sets the number of kills per phase (default 15, so 60 in CI);
 //! a soak run: `LAKECTL_CRASH_RUNS=200 cargo test crash`.
 
 use std::process::{Command, Stdio};
@@ -23,9 +24,43 @@ enum Phase {
     Mutation,
     /// Compacting two files per partition into one.
     Compaction,
+    /// Upserting a file of updated (every even id) and new keys.
+    Upsert,
 }
 
 const COMPACTION: &str = "  maintenance:\n    compaction: {minInputFiles: 2}\n";
+/// A second source: upserts by id.
+const UPSERT: &str =
+    "    - name: fixes\n      uri: ../fixes/*.csv\n      mode: upsert\n      key: [id]\n";
+/// New keys of the upsert: `ROWS..ROWS + NEW`.
+const NEW: u64 = ROWS / 4;
+
+/// The upsert's qty for id `i` (every even existing id gets +100; new ids as `row`).
+fn upserted_qty(i: u64) -> i64 {
+    if i < ROWS && i % 2 == 0 {
+        row(i).2 + 100
+    } else {
+        row(i).2
+    }
+}
+
+/// The upsert's input: every even id of `0..ROWS` updated, then `NEW` new ids.
+fn fixes(path: &std::path::Path) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(f, "id,ts,region,qty").unwrap();
+    for i in (0..ROWS).step_by(2).chain(ROWS..ROWS + NEW) {
+        let (day, region, _) = row(i);
+        writeln!(
+            f,
+            "{i},2024-03-0{day}T{:02}:00:00Z,{region},{}",
+            i % 24,
+            upserted_qty(i)
+        )
+        .unwrap();
+    }
+}
 
 /// A project at the state before the change: `a.csv` ingested; `b.csv` written (and
 /// declared, for the ingest phase) or the mutation declared.
@@ -41,6 +76,10 @@ fn base(phase: Phase) -> Project {
             csv(&p.root().join("data/b.csv"), ROWS, ROWS);
             p.apply_converges();
             p.write("sales.yaml", &sales(true, COMPACTION));
+        }
+        Phase::Upsert => {
+            fixes(&p.root().join("fixes/f.csv"));
+            p.write("sales.yaml", &sales(true, UPSERT));
         }
     }
     p
@@ -58,6 +97,10 @@ fn expected(phase: Phase) -> (i64, i64) {
             (0..ROWS)
                 .map(|i| if row(i).2 == 3 { 33 } else { row(i).2 })
                 .sum::<i64>(),
+        ),
+        Phase::Upsert => (
+            (ROWS + NEW) as i64,
+            (0..ROWS + NEW).map(upserted_qty).sum::<i64>(),
         ),
     }
 }
@@ -102,7 +145,12 @@ async fn sigkill_during_ingest_mutation_and_compaction_leaves_old_or_new_and_con
     // (metadata file at the kill, rows lakectl read there), checked by PyIceberg at the end.
     let mut seen: Vec<(String, i64)> = Vec::new();
     let mut keep = Vec::new();
-    for phase in [Phase::Ingest, Phase::Mutation, Phase::Compaction] {
+    for phase in [
+        Phase::Ingest,
+        Phase::Mutation,
+        Phase::Compaction,
+        Phase::Upsert,
+    ] {
         // How long an uninterrupted apply of the change takes here.
         let p = base(phase);
         let t = Instant::now();
@@ -143,6 +191,7 @@ async fn sigkill_during_ingest_mutation_and_compaction_leaves_old_or_new_and_con
                     Phase::Ingest => "ingest",
                     Phase::Mutation => "mutation",
                     Phase::Compaction => "compact",
+                    Phase::Upsert => "ingest",
                 };
                 assert_eq!(change, want, "{phase:?} run {run}");
                 assert_eq!(
@@ -182,5 +231,5 @@ print("ok", len(json.load(open(sys.argv[1]))))
     let list = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(list.path(), serde_json::to_string(&seen).unwrap()).unwrap();
     let out = py(&["-c".as_ref(), script.as_ref(), list.path().as_os_str()]);
-    assert_eq!(out.trim(), format!("ok {}", 3 * runs));
+    assert_eq!(out.trim(), format!("ok {}", 4 * runs));
 }

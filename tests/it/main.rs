@@ -9,6 +9,7 @@ mod defects;
 mod drift;
 mod evolve;
 mod ingest;
+mod keyed;
 mod maintain;
 mod mutate;
 mod oracle;
