@@ -210,6 +210,27 @@ async fn every_route_through_a_real_client() {
     .await;
     assert_eq!(code, 201, "{v}");
 
+    // An upsert by key: 1000 (uploaded above) replaced, 5000 new; once per key.
+    let upsert = || {
+        s.post("/api/v1/tables/shop/sales/upload?mode=upsert&key=id")
+            .header("Idempotency-Key", "u-1")
+            .body("id,ts,region,qty\n1000,2024-03-01T10:00:00Z,us,77\n5000,2024-03-02T10:00:00Z,eu,1\n")
+    };
+    let (code, v) = json(upsert()).await;
+    assert_eq!((code, v["rows"].as_u64()), (201, Some(2)), "{v}");
+    let (code, v) = json(upsert()).await;
+    assert_eq!((code, v["appended"].as_bool()), (200, Some(false)), "{v}");
+    assert_eq!(rows(&s).await, before + 10);
+    let (code, v) = json(
+        s.get("/api/v1/query")
+            .query(&[("sql", "select region, qty from shop.sales where id = 1000")]),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["rows"], serde_json::json!([{"region": "us", "qty": 77}]));
+    let (code, v) = json(s.post("/api/v1/tables/shop/sales/upload?mode=merge").body("id\n1\n")).await;
+    assert_eq!((code, v["code"].as_str()), (400, Some("bad_mode")), "{v}");
+
     // A bad row: 422 naming line and column, nothing committed.
     let current = json(s.get("/api/v1/tables/shop/sales")).await.1["current_snapshot_id"].clone();
     let (code, v) = json(s.post("/api/v1/tables/shop/sales/upload").body(

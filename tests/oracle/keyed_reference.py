@@ -30,10 +30,12 @@ def duck():
 
 
 def read(con, files, op):
-    types = {"id": "BIGINT", "name": "VARCHAR", "tier": "INTEGER", "ts": "TIMESTAMP",
-             "balance": "DOUBLE", "_seq": "BIGINT"}
+    # In the files' column order (read_csv's `columns` are positional).
+    types = {"_seq": "BIGINT"}
     if op:
         types[op] = "VARCHAR"
+    types.update({"id": "BIGINT", "name": "VARCHAR", "tier": "INTEGER", "ts": "TIMESTAMP",
+                  "balance": "DOUBLE"})
     parts = []
     for n, f in enumerate(files):
         cols = "{" + ", ".join(f"'{k}': '{v}'" for k, v in types.items()) + "}"
