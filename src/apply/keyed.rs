@@ -66,7 +66,7 @@ fn refuse(c: &IngestChange, why: impl std::fmt::Display) -> CommitError {
 }
 
 /// The upsert's key, checked against the table's current schema.
-fn key_of(c: &IngestChange, md: &iceberg::spec::TableMetadata) -> Result<Vec<String>, ApplyError> {
+fn key_of(c: &IngestChange, md: &iceberg::spec::TableMetadata) -> Result<Vec<String>, String> {
     if c.mode != SourceMode::Upsert {
         return Ok(c.key.clone());
     }
@@ -80,16 +80,12 @@ fn key_of(c: &IngestChange, md: &iceberg::spec::TableMetadata) -> Result<Vec<Str
         c.key.clone()
     };
     if key.is_empty() {
-        return Err(keyed_error(
-            c,
-            "`mode: upsert` needs a `key:` (the table has no identifier fields)",
-        ));
+        return Err("`mode: upsert` needs a `key:` (the table has no identifier fields)".into());
     }
     for k in &key {
         if !schema.as_struct().fields().iter().any(|f| f.name == *k) {
-            return Err(keyed_error(
-                c,
-                format!("key column `{k}` is not a top-level column of the table"),
+            return Err(format!(
+                "key column `{k}` is not a top-level column of the table"
             ));
         }
     }
@@ -110,7 +106,7 @@ pub async fn estimate(lake: &Lake, c: &IngestChange) -> Result<Option<u64>, Stri
         return Ok(None);
     };
     let md = &state.metadata;
-    let key = key_of(c, md).map_err(|e| e.to_string())?;
+    let key = key_of(c, md)?;
     let done = lake.ledger(md).await.map_err(|e| e.to_string())?.ingested;
     let (todo, _spool) = spool_s3(lake, c, todo_files(c, &done))
         .await
@@ -146,7 +142,7 @@ pub async fn apply_keyed(
         if todo.is_empty() {
             return Ok((IngestOutcome::already_applied(md), Some(state)));
         }
-        let key = key_of(c, md)?;
+        let key = key_of(c, md).map_err(|e| keyed_error(c, e))?;
         let paths: Vec<String> = todo.iter().map(|f| f.file.path.clone()).collect();
         let reusable = read
             .as_ref()

@@ -37,7 +37,7 @@ const NEW: u64 = ROWS / 4;
 
 /// The upsert's qty for id `i` (every even existing id gets +100; new ids as `row`).
 fn upserted_qty(i: u64) -> i64 {
-    if i < ROWS && i % 2 == 0 {
+    if i < ROWS && i.is_multiple_of(2) {
         row(i).2 + 100
     } else {
         row(i).2

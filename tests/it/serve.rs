@@ -228,7 +228,11 @@ async fn every_route_through_a_real_client() {
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["rows"], serde_json::json!([{"region": "us", "qty": 77}]));
-    let (code, v) = json(s.post("/api/v1/tables/shop/sales/upload?mode=merge").body("id\n1\n")).await;
+    let (code, v) = json(
+        s.post("/api/v1/tables/shop/sales/upload?mode=merge")
+            .body("id\n1\n"),
+    )
+    .await;
     assert_eq!((code, v["code"].as_str()), (400, Some("bad_mode")), "{v}");
 
     // A bad row: 422 naming line and column, nothing committed.
