@@ -396,7 +396,7 @@ async fn every_route_through_a_real_client() {
         m.contains("lakectl_http_requests_total{route=\"/api/v1/tables/{namespace}/{table}/upload\",status=\"201\"}"),
         "{m}"
     );
-    assert!(m.contains("lakectl_uploads_total 3"), "{m}");
+    assert!(m.contains("lakectl_uploads_total 4"), "{m}");
 }
 
 #[tokio::test]
