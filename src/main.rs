@@ -762,8 +762,19 @@ async fn apply_with(
                     } else {
                         String::new()
                     };
+                    let keyed = match &i.keyed {
+                        Some(k) if k.mode == "upsert" => format!(
+                            " ({}: {} updated, {} inserted, {} deleted; {} of {} probed file(s) rewritten)",
+                            k.mode, k.updated, k.inserted, k.deleted, k.files_rewritten, k.files_probed
+                        ),
+                        Some(k) => format!(
+                            " ({}: {} row(s) in {} file(s) replaced)",
+                            k.mode, k.rows_removed, k.files_removed
+                        ),
+                        None => String::new(),
+                    };
                     format!(
-                        ": {} file(s), {} row(s), {} data file(s){rejected}",
+                        ": {} file(s), {} row(s), {} data file(s){keyed}{rejected}",
                         i.files, i.records, i.data_files
                     )
                 })

@@ -24,7 +24,9 @@ use arrow_schema::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use futures::StreamExt;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, NestedField, PrimitiveType, Schema, TableMetadata, Type};
+use iceberg::spec::{
+    DataFile, Literal, NestedField, PrimitiveLiteral, PrimitiveType, Schema, TableMetadata, Type,
+};
 
 use super::read::{self, Rejects, PRESENT};
 use super::{chunk_bytes, workers, FileToIngest, IngestError, IngestedFile, TableWriter};
@@ -74,9 +76,16 @@ fn read_metadata(
         .fields()
         .iter()
         .map(|f| {
-            if key.contains(&f.name) && !f.required {
+            let required = if key.contains(&f.name) {
+                true
+            } else {
+                // A CDC delete carries only its key: required columns are checked on
+                // the rows written ([`check_required`]).
+                f.required && op.is_none()
+            };
+            if required != f.required {
                 let mut g = f.as_ref().clone();
-                g.required = true;
+                g.required = required;
                 Arc::new(g)
             } else {
                 f.clone()
@@ -290,6 +299,18 @@ pub fn resolve(batch: &Batch, key: &[String], on_dup: OnDuplicateKey) -> Result<
                 .index_of(k)
                 .map_err(|_| format!("key column `{k}` is not a column of the table"))?,
         );
+    }
+    for (k, c) in key.iter().zip(&key_idx) {
+        if matches!(
+            schema.field(*c).data_type(),
+            arrow_schema::DataType::Float16
+                | arrow_schema::DataType::Float32
+                | arrow_schema::DataType::Float64
+        ) {
+            return Err(format!(
+                "key column `{k}` is a float: NaN and -0.0 make float keys ambiguous (Iceberg identifier fields cannot be float either)"
+            ));
+        }
     }
     let converter = RowConverter::new(
         key_idx
@@ -684,9 +705,33 @@ pub async fn upsert(
     if !patches.is_empty() {
         rows = patch_lacking(batch, &res, &rows, &upserts, &schema, &patches, &patch_of)?;
     }
+    check_required(md, &rows, |j| {
+        batch.at(res.winners[upserts[j] as usize] as usize)
+    })?;
     out.rows_written = rows.num_rows() as u64;
     out.added.extend(write_rows(file_io, md, rows).await?);
     Ok(out)
+}
+
+/// Every required column of the table is set in `rows` (a CDC batch reads them as
+/// optional, as a delete carries only its key); `at` names a row's place.
+fn check_required(
+    md: &TableMetadata,
+    rows: &RecordBatch,
+    at: impl Fn(usize) -> String,
+) -> Result<(), String> {
+    for (c, f) in md.current_schema().as_struct().fields().iter().enumerate() {
+        let col = rows.column(c);
+        if f.required && col.null_count() > 0 {
+            let r = (0..col.len()).find(|r| col.is_null(*r)).unwrap_or(0);
+            return Err(format!(
+                "{}: required column `{}` is null (and the row is not a delete)",
+                at(r),
+                f.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `rows` (the winners `upserts`, in order) with each column its file lacks taken
@@ -777,10 +822,14 @@ pub async fn replace_partitions(
     batch: &Batch,
     files: &SnapshotFiles,
 ) -> Result<KeyedWrite, String> {
+    refuse_empty(batch, "replacePartitions")?;
     let added = write_rows(file_io, md, batch.rows.clone()).await?;
     let spec = md.default_partition_spec();
     let spec_id = md.default_partition_spec_id();
-    let removed: Vec<&LiveFile> = if spec.is_unpartitioned() {
+    let removed: Vec<&LiveFile> = if batch.num_rows() == 0 {
+        // No rows, no partitions: nothing is replaced (as Spark's dynamic overwrite).
+        Vec::new()
+    } else if spec.is_unpartitioned() {
         files.files.iter().collect()
     } else {
         if let Some(f) = files.files.iter().find(|f| f.spec.spec_id() != spec_id) {
@@ -790,11 +839,14 @@ pub async fn replace_partitions(
                 f.spec.spec_id()
             ));
         }
-        let parts: HashSet<&iceberg::spec::Struct> = added.iter().map(|d| d.partition()).collect();
+        let parts: HashSet<Vec<Option<Literal>>> = added
+            .iter()
+            .map(|d| partition_values(d.partition()))
+            .collect();
         files
             .files
             .iter()
-            .filter(|f| parts.contains(f.data_file().partition()))
+            .filter(|f| parts.contains(&partition_values(f.data_file().partition())))
             .collect()
     };
     Ok(KeyedWrite {
@@ -807,6 +859,31 @@ pub async fn replace_partitions(
     })
 }
 
+/// A partition's values, comparable across type promotions (a file written before
+/// `int → long` holds an `Int`, one after it a `Long`, of the same value).
+fn partition_values(p: &iceberg::spec::Struct) -> Vec<Option<Literal>> {
+    p.iter()
+        .map(|v| {
+            v.map(|l| match l {
+                Literal::Primitive(PrimitiveLiteral::Int(i)) => Literal::long(*i),
+                Literal::Primitive(PrimitiveLiteral::Float(f)) => Literal::double(f.0),
+                other => other.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A batch whose every row was rejected (`onError: skip`) replaces nothing.
+fn refuse_empty(batch: &Batch, mode: &str) -> Result<(), String> {
+    if batch.num_rows() == 0 && batch.rejected > 0 {
+        return Err(format!(
+            "every row of the batch ({}) was rejected: `{mode}` would replace rows with none",
+            batch.rejected
+        ));
+    }
+    Ok(())
+}
+
 /// The batch becomes the table: every live file is removed.
 pub async fn replace(
     file_io: &FileIO,
@@ -814,6 +891,7 @@ pub async fn replace(
     batch: &Batch,
     files: &SnapshotFiles,
 ) -> Result<KeyedWrite, String> {
+    refuse_empty(batch, "replace")?;
     let added = write_rows(file_io, md, batch.rows.clone()).await?;
     Ok(KeyedWrite {
         removed: files.files.iter().map(|f| f.path().to_string()).collect(),

@@ -158,7 +158,10 @@ pub fn writer_properties(md: &TableMetadata, target: usize) -> WriterProperties 
         .get("write.parquet.dict-size-bytes")
         .and_then(|v| v.parse().ok())
         .unwrap_or(page_default);
+    // Untruncated statistics: iceberg's writer leaves an inexact (truncated) row-group
+    // bound out of the file's bounds, and the bounds drive pruning.
     let mut b = WriterProperties::builder()
+        .set_statistics_truncate_length(None)
         .set_compression(codec)
         .set_max_row_group_row_count(Some(row_group))
         .set_data_page_size_limit(page)

@@ -716,6 +716,17 @@ fn validate_keyed(
                 &at,
                 format!("key column `{k}` must be a primitive column, not {}", c.ty),
             )),
+            Some(c)
+                if matches!(
+                    c.ty.0,
+                    TypeExpr::Primitive(PrimitiveType::Float | PrimitiveType::Double)
+                ) =>
+            {
+                errors.push(t.error_at(
+                    &at,
+                    format!("key column `{k}` cannot be float or double (NaN and -0.0 make float keys ambiguous)"),
+                ))
+            }
             Some(_) => {}
         }
         if src.key[..i].contains(k) {

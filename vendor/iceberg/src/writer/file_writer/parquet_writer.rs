@@ -257,6 +257,10 @@ pub struct ParquetWriter {
 struct MinMaxColAggregator {
     lower_bounds: HashMap<i32, Datum>,
     upper_bounds: HashMap<i32, Datum>,
+    // lakectl patch: fields with a row group whose min or max is not exact (a string
+    // longer than the statistics truncate length): the file has no such bound.
+    inexact_min: std::collections::HashSet<i32>,
+    inexact_max: std::collections::HashSet<i32>,
     schema: SchemaRef,
 }
 
@@ -266,6 +270,8 @@ impl MinMaxColAggregator {
         Self {
             lower_bounds: HashMap::new(),
             upper_bounds: HashMap::new(),
+            inexact_min: Default::default(),
+            inexact_max: Default::default(),
             schema,
         }
     }
@@ -310,6 +316,14 @@ impl MinMaxColAggregator {
             ));
         };
 
+        // lakectl patch: a row group left out of a bound made the file's bounds too
+        // narrow (a row outside them), so pruning skipped a file holding a match.
+        if !value.min_is_exact() {
+            self.inexact_min.insert(field_id);
+        }
+        if !value.max_is_exact() {
+            self.inexact_max.insert(field_id);
+        }
         if value.min_is_exact() {
             let Some(min_datum) = get_parquet_stat_min_as_datum(&ty, &value)? else {
                 return Err(Error::new(
@@ -336,7 +350,13 @@ impl MinMaxColAggregator {
     }
 
     /// Returns lower and upper bounds
-    fn produce(self) -> (HashMap<i32, Datum>, HashMap<i32, Datum>) {
+    fn produce(mut self) -> (HashMap<i32, Datum>, HashMap<i32, Datum>) {
+        for id in &self.inexact_min {
+            self.lower_bounds.remove(id);
+        }
+        for id in &self.inexact_max {
+            self.upper_bounds.remove(id);
+        }
         (self.lower_bounds, self.upper_bounds)
     }
 }
