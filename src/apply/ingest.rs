@@ -15,11 +15,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use iceberg::TableUpdate;
-
 use super::ApplyError;
 use crate::ingest::{self, FileToIngest, IngestError, Progress, SourceFile, Written};
-use crate::lake::snapshot::{append_snapshot, main_branch};
+use crate::lake::snapshot::append_snapshot;
 use crate::lake::{ledger, Annotation, CommitError, Lake, LakeError, TableState};
 use crate::plan::IngestChange;
 
@@ -113,19 +111,7 @@ pub async fn apply_ingest(
         }
         let snapshot = append_snapshot(lake.file_io(), md, w.data_files.clone(), props).await?;
         let snapshot_id = snapshot.snapshot_id();
-        let (branch, reference) = main_branch(snapshot_id);
-        let updates = vec![
-            TableUpdate::AddSnapshot { snapshot },
-            TableUpdate::SetSnapshotRef {
-                ref_name: branch,
-                reference,
-            },
-        ];
-        let requirements = crate::lake::pin_state(md);
-        if attempt == 0 {
-            super::fault_delay().await;
-        }
-        match lake.commit(&ident, &requirements, updates).await {
+        match super::commit_on_main(lake, &ident, md, snapshot, attempt).await {
             Ok(state) => {
                 return Ok((
                     IngestOutcome {
@@ -142,11 +128,7 @@ pub async fn apply_ingest(
                 ))
             }
             Err(CommitError::Conflict(why)) => {
-                tracing::info!(
-                    "commit conflict (attempt {}): {why}; retrying on fresh state",
-                    attempt + 1
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+                super::conflict_backoff(attempt, &c.table, &why).await;
             }
             Err(e) => {
                 return Err(ApplyError::Commit {

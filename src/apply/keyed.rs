@@ -17,13 +17,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use iceberg::TableUpdate;
-
 use super::ingest::{ingest_error, spool_s3, todo_files, IngestOutcome};
 use super::ApplyError;
 use crate::ingest::keyed::{self, Batch, KeyedWrite};
 use crate::ingest::{IngestError, Progress};
-use crate::lake::snapshot::{append_snapshot, main_branch, overwrite_snapshot};
+use crate::lake::snapshot::{append_snapshot, overwrite_snapshot};
 use crate::lake::{ledger, Annotation, CommitError, Lake, LakeError, TableState};
 use crate::manifest::types::SourceMode;
 use crate::plan::IngestChange;
@@ -268,21 +266,7 @@ pub async fn apply_keyed(
         }
         .map_err(|e| super::commit_failure(&c.table, CommitError::from(LakeError::from(e))))?;
         let snapshot_id = snapshot.snapshot_id();
-        let (branch, reference) = main_branch(snapshot_id);
-        let updates = vec![
-            TableUpdate::AddSnapshot { snapshot },
-            TableUpdate::SetSnapshotRef {
-                ref_name: branch,
-                reference,
-            },
-        ];
-        if attempt == 0 {
-            super::fault_delay().await;
-        }
-        match lake
-            .commit(&ident, &crate::lake::pin_state(md), updates)
-            .await
-        {
+        match super::commit_on_main(lake, &ident, md, snapshot, attempt).await {
             Ok(state) => {
                 return Ok((
                     IngestOutcome {
@@ -299,11 +283,8 @@ pub async fn apply_keyed(
                 ))
             }
             Err(CommitError::Conflict(why)) => {
-                tracing::info!(
-                    "commit conflict (attempt {}): {why}; probing again on fresh state",
-                    attempt + 1
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+                // Probed again on the fresh state: rows appended meanwhile are seen.
+                super::conflict_backoff(attempt, &c.table, &why).await;
             }
             Err(e) => return Err(super::commit_failure(&c.table, e)),
         }

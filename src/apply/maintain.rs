@@ -206,21 +206,7 @@ async fn compact_once(
         )
         .await?;
         let new_id = new.snapshot_id();
-        let (branch, reference) = main_branch(new_id);
-        let updates = vec![
-            TableUpdate::AddSnapshot { snapshot: new },
-            TableUpdate::SetSnapshotRef {
-                ref_name: branch,
-                reference,
-            },
-        ];
-        if attempt == 0 {
-            super::fault_delay().await;
-        }
-        match lake
-            .commit(&ident, &crate::lake::pin_state(md), updates)
-            .await
-        {
+        match super::commit_on_main(lake, &ident, md, new, attempt).await {
             Ok(state) => {
                 let outcome = CompactOutcome {
                     snapshot_id: Some(new_id),
@@ -229,8 +215,7 @@ async fn compact_once(
                 return Ok(Some((outcome, state)));
             }
             Err(CommitError::Conflict(why)) => {
-                tracing::info!("compaction of {}: {why}; replaying on fresh state", c.table);
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+                super::conflict_backoff(attempt, &format!("compaction of {}", c.table), &why).await;
             }
             Err(e) => return Err(super::commit_failure(&c.table, e)),
         }

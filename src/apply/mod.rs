@@ -280,6 +280,40 @@ pub(crate) fn commit_failure(table: &str, e: CommitError) -> ApplyError {
 /// Fault injection for tests: `LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS` holds the first
 /// commit attempt of each table change after its updates are built, so a test can make
 /// two processes plan on the same state and race their commits.
+/// Commits `snapshot` as the new head of `main`, requiring the table to be as `md`
+/// (its `main`, schema, spec and sort order): the one shape every data change
+/// commits in. The first attempt takes the test hook's delay before the commit.
+pub(crate) async fn commit_on_main(
+    lake: &crate::lake::Lake,
+    ident: &iceberg::TableIdent,
+    md: &iceberg::spec::TableMetadata,
+    snapshot: iceberg::spec::Snapshot,
+    attempt: u32,
+) -> Result<crate::lake::TableState, CommitError> {
+    let (branch, reference) = main_branch(snapshot.snapshot_id());
+    let updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name: branch,
+            reference,
+        },
+    ];
+    if attempt == 0 {
+        fault_delay().await;
+    }
+    lake.commit(ident, &crate::lake::pin_state(md), updates)
+        .await
+}
+
+/// Waits before the next attempt after a commit conflict (50 ms, doubling).
+pub(crate) async fn conflict_backoff(attempt: u32, what: &str, why: &str) {
+    tracing::info!(
+        "{what}: commit conflict (attempt {}): {why}; again on fresh state",
+        attempt + 1
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+}
+
 pub(crate) async fn fault_delay() {
     if let Some(ms) = std::env::var("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS")
         .ok()

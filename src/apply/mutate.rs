@@ -17,10 +17,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use iceberg::TableUpdate;
-
 use super::ApplyError;
-use crate::lake::snapshot::{append_snapshot, main_branch, overwrite_snapshot};
+use crate::lake::snapshot::{append_snapshot, overwrite_snapshot};
 use crate::lake::{Annotation, CommitError, Lake, LakeError, TableState};
 use crate::mutate::{self, expr, LiveFile};
 use crate::plan::MutationChange;
@@ -197,20 +195,7 @@ pub async fn apply_mutation(
                 overwrite_snapshot(lake.file_io(), md, &removed, added, props).await?
             };
             let snapshot_id = snapshot.snapshot_id();
-            let (branch, reference) = main_branch(snapshot_id);
-            let updates = vec![
-                TableUpdate::AddSnapshot { snapshot },
-                TableUpdate::SetSnapshotRef {
-                    ref_name: branch,
-                    reference,
-                },
-            ];
-            if attempt == 0 {
-                super::fault_delay().await;
-            }
-            let state = lake
-                .commit(&ident, &crate::lake::pin_state(md), updates)
-                .await?;
+            let state = super::commit_on_main(lake, &ident, md, snapshot, attempt).await?;
             Ok((
                 MutationOutcome {
                     snapshot_id: Some(snapshot_id),

@@ -124,9 +124,9 @@ fn count_sum(p: &Project) -> (i64, i64) {
 }
 
 /// A small deterministic generator (no dependency, reproducible failures).
-struct Lcg(u64);
+pub struct Lcg(pub u64);
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)

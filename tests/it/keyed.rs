@@ -8,22 +8,11 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::common::{py, read_both, text, Project};
+use crate::crash::Lcg;
 use crate::mutate::query;
 
 /// Seed rows: ids `0..SEED`.
 const SEED: u64 = 3000;
-
-/// A small deterministic generator.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
 
 /// One input row: (id, name, tier, day 1..=5, balance, op).
 type Row = (u64, String, i64, u64, f64, &'static str);
@@ -592,14 +581,22 @@ async fn a_long_string_key_in_a_later_row_group_is_found_and_replaced() {
         "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: pages\n  namespace: web\nspec:\n  columns:\n    - {name: url, type: string, required: true}\n    - {name: hits, type: long}\n  properties:\n    write.parquet.row-group-limit: \"100\"\n  sources:\n    - {name: seed, uri: ../data/seed/*.csv}\n    - {name: feed, uri: ../data/feed/*.csv, mode: upsert, key: [url]}\n",
     );
     p.apply_converges();
-    write(&p, "data/feed/a.csv", &format!("url,hits\n{},42\n", long(5)));
+    write(
+        &p,
+        "data/feed/a.csv",
+        &format!("url,hits\n{},42\n", long(5)),
+    );
     p.apply_converges();
     let rows = query(
         &p,
         &format!("select hits from web.pages where url = '{}'", long(5)),
         None,
     );
-    assert_eq!(rows, vec![serde_json::json!({"hits": 42})], "one row, replaced");
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({"hits": 42})],
+        "one row, replaced"
+    );
     let n = query(&p, "select count(*) as n from web.pages", None);
     assert_eq!(n[0]["n"], 300);
 }
