@@ -13,6 +13,9 @@ echo
 echo "\$ lakectl query 'select region, count(*) orders, sum(qty * price) revenue from sales.orders group by region order by revenue desc'"
 "$lakectl" query "select region, count(*) orders, sum(qty * price) revenue from sales.orders group by region order by revenue desc" --manifests "$m"
 echo
+echo "\$ lakectl query 'select id, name, signed_up from sales.customers order by id'   # upserted by id"
+"$lakectl" query "select id, name, signed_up from sales.customers order by id" --manifests "$m"
+echo
 echo "\$ lakectl history sales.orders"
 "$lakectl" history sales.orders --manifests "$m"
 echo
