@@ -157,7 +157,17 @@ pub async fn read_batch(
         .buffered(n_workers)
         .collect()
         .await;
-    let table = mutate::arrow_schema(md)?;
+    // Every column nullable while the batch is in memory (a CDC delete carries only its
+    // key); the table's schema is put back when rows are written ([`write_rows`]).
+    let strict = mutate::arrow_schema(md)?;
+    let table = Arc::new(arrow_schema::Schema::new_with_metadata(
+        strict
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+        strict.metadata().clone(),
+    ));
     let n_table = table.fields().len();
     let mut batches = Vec::new();
     let mut ops: Vec<ArrayRef> = Vec::new();
@@ -787,6 +797,11 @@ pub async fn write_rows(
     if n == 0 {
         return Ok(Vec::new());
     }
+    let rows = RecordBatch::try_new(
+        mutate::arrow_schema(md).map_err(arrow_err)?,
+        rows.columns().to_vec(),
+    )
+    .map_err(arrow_err)?;
     let parts = workers().min(n.div_ceil(super::BATCH_ROWS)).max(1);
     let per = n.div_ceil(parts);
     let prefix = uuid::Uuid::new_v4().to_string();

@@ -645,6 +645,14 @@ pub(crate) fn create_primitive_array_single_element(
             Ok(Arc::new(Int64Array::from(vec![*v])))
         }
         (DataType::Int64, None) => Ok(Arc::new(Int64Array::from(vec![Option::<i64>::None]))),
+        // lakectl patch: an identity partition value of a file written before its source
+        // column was promoted (int → long, float → double) keeps the old literal type.
+        (DataType::Int64, Some(PrimitiveLiteral::Int(v))) => {
+            Ok(Arc::new(Int64Array::from(vec![*v as i64])))
+        }
+        (DataType::Float64, Some(PrimitiveLiteral::Float(v))) => {
+            Ok(Arc::new(Float64Array::from(vec![v.0 as f64])))
+        }
         (DataType::Timestamp(TimeUnit::Microsecond, timezone), Some(PrimitiveLiteral::Long(v))) => {
             let array = TimestampMicrosecondArray::from(vec![*v]);
             if let Some(timezone) = timezone {
