@@ -63,6 +63,15 @@ fn refuse(c: &IngestChange, why: impl std::fmt::Display) -> CommitError {
     )))
 }
 
+/// The table's identifier fields by name: an upsert's key when none is declared.
+pub(crate) fn identifier_fields(md: &iceberg::spec::TableMetadata) -> Vec<String> {
+    let schema = md.current_schema();
+    schema
+        .identifier_field_ids()
+        .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
+        .collect()
+}
+
 /// The upsert's key, checked against the table's current schema.
 fn key_of(c: &IngestChange, md: &iceberg::spec::TableMetadata) -> Result<Vec<String>, String> {
     if c.mode != SourceMode::Upsert {
@@ -70,10 +79,7 @@ fn key_of(c: &IngestChange, md: &iceberg::spec::TableMetadata) -> Result<Vec<Str
     }
     let schema = md.current_schema();
     let key: Vec<String> = if c.key.is_empty() {
-        schema
-            .identifier_field_ids()
-            .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
-            .collect()
+        identifier_fields(md)
     } else {
         c.key.clone()
     };
@@ -105,13 +111,13 @@ pub async fn estimate(lake: &Lake, c: &IngestChange) -> Result<Option<u64>, Stri
     };
     let md = &state.metadata;
     let key = key_of(c, md)?;
+    let Some(snap) = md.current_snapshot() else {
+        return Ok(Some(0));
+    };
     let done = lake.ledger(md).await.map_err(|e| e.to_string())?.ingested;
     let (todo, _spool) = spool_s3(lake, c, todo_files(c, &done))
         .await
         .map_err(|e| e.to_string())?;
-    let Some(snap) = md.current_snapshot() else {
-        return Ok(Some(0));
-    };
     let files = crate::mutate::snapshot_files(lake.file_io(), md, snap)
         .await
         .map_err(|e| e.to_string())?;
@@ -150,7 +156,9 @@ pub async fn apply_keyed(
             let batch = keyed::read_batch(md, &c.spec, &todo, &key, &c.rejects_dir)
                 .await
                 .map_err(|e| ingest_error(c, e))?;
-            progress.advance(c.bytes);
+            if read.is_none() {
+                progress.advance(c.bytes);
+            }
             read = Some((batch, md.current_schema_id(), paths));
         }
         let (batch, ..) = read.as_ref().expect("read");
@@ -162,18 +170,9 @@ pub async fn apply_keyed(
                 })?,
             None => Default::default(),
         };
-        if files.delete_files > 0 {
-            return Err(super::commit_failure(
-                &c.table,
-                refuse(
-                    c,
-                    format!(
-                        "the table has {} merge-on-read delete file(s) written by another engine; compact it first (copy-on-write needs plain data files)",
-                        files.delete_files
-                    ),
-                ),
-            ));
-        }
+        files
+            .refuse_deletes()
+            .map_err(|e| super::commit_failure(&c.table, refuse(c, e)))?;
         let (write, keys, superseded): (KeyedWrite, Option<u64>, u64) = match c.mode {
             SourceMode::Upsert => {
                 let res = keyed::resolve(batch, &key, c.spec.on_duplicate_key)

@@ -277,9 +277,6 @@ pub(crate) fn commit_failure(table: &str, e: CommitError) -> ApplyError {
     }
 }
 
-/// Fault injection for tests: `LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS` holds the first
-/// commit attempt of each table change after its updates are built, so a test can make
-/// two processes plan on the same state and race their commits.
 /// Commits `snapshot` as the new head of `main`, requiring the table to be as `md`
 /// (its `main`, schema, spec and sort order): the one shape every data change
 /// commits in. The first attempt takes the test hook's delay before the commit.
@@ -314,6 +311,9 @@ pub(crate) async fn conflict_backoff(attempt: u32, what: &str, why: &str) {
     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
 }
 
+/// Fault injection for tests: `LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS` holds the first
+/// commit attempt of each table change after its updates are built, so a test can make
+/// two processes plan on the same state and race their commits.
 pub(crate) async fn fault_delay() {
     if let Some(ms) = std::env::var("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS")
         .ok()

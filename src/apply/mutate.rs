@@ -106,15 +106,7 @@ pub async fn apply_mutation(
                 Some(s) => mutate::snapshot_files(lake.file_io(), md, s).await?,
                 None => Default::default(),
             };
-            if files.delete_files > 0 {
-                return Err(fail(
-                    c,
-                    format!(
-                        "the table has {} merge-on-read delete file(s) written by another engine; compact it first (copy-on-write needs plain data files)",
-                        files.delete_files
-                    ),
-                ));
-            }
+            files.refuse_deletes().map_err(|e| fail(c, e))?;
             let idx = mutate::candidates(&files.files, md, &schema, &compiled.predicate);
             let cands: Vec<&LiveFile> = idx.iter().map(|i| &files.files[*i]).collect();
             let counts =

@@ -41,10 +41,8 @@ pub struct Batch {
     deletes: Vec<bool>,
     /// The distinct sets of table columns the batch's files fill.
     masks: Vec<Vec<bool>>,
-    /// Per row: its index in `masks`.
-    row_mask: Vec<u32>,
-    /// Per row: (file index, 1-based row of that file).
-    origin: Vec<(u32, u64)>,
+    /// The batches read, in order: where each starts in `rows`, its file and mask.
+    pieces: Vec<Piece>,
     paths: Vec<String>,
     /// The ledger's entries for the batch's files.
     pub files: Vec<IngestedFile>,
@@ -57,10 +55,36 @@ impl Batch {
         self.rows.num_rows()
     }
 
-    fn at(&self, row: usize) -> String {
-        let (f, n) = self.origin[row];
-        format!("{} (row {n})", self.paths[f as usize])
+    /// The piece holding `row`.
+    fn piece(&self, row: usize) -> &Piece {
+        &self.pieces[self.pieces.partition_point(|p| p.start <= row) - 1]
     }
+
+    /// The table columns the file of `row` fills.
+    fn mask(&self, row: usize) -> &[bool] {
+        &self.masks[self.piece(row).mask]
+    }
+
+    /// `row`'s place: its file and 1-based row there.
+    fn at(&self, row: usize) -> String {
+        let p = self.piece(row);
+        format!(
+            "{} (row {})",
+            self.paths[p.file],
+            p.first_row + (row - p.start) as u64
+        )
+    }
+}
+
+/// One batch as a reader gave it, within [`Batch::rows`].
+struct Piece {
+    /// Its first row in `rows`.
+    start: usize,
+    file: usize,
+    /// The 1-based row of its file it starts at.
+    first_row: u64,
+    /// Index in [`Batch::masks`].
+    mask: usize,
 }
 
 /// `md` as the batch is read: key columns required, the CDC op column (a string) after
@@ -172,8 +196,8 @@ pub async fn read_batch(
     let mut batches = Vec::new();
     let mut ops: Vec<ArrayRef> = Vec::new();
     let mut masks: Vec<Vec<bool>> = Vec::new();
-    let mut row_mask = Vec::new();
-    let mut origin = Vec::new();
+    let mut pieces = Vec::new();
+    let mut start = 0;
     let mut per_file = vec![0u64; files.len()];
     for (i, read) in results {
         for b in read? {
@@ -196,40 +220,41 @@ pub async fn read_batch(
                     });
                 }
             }
-            let id = match masks.iter().position(|m| *m == mask) {
+            let mask = match masks.iter().position(|m| *m == mask) {
                 Some(id) => id,
                 None => {
                     masks.push(mask);
                     masks.len() - 1
                 }
-            } as u32;
-            let n = b.num_rows() as u64;
-            for r in 0..n {
-                origin.push((i as u32, per_file[i] + r + 1));
+            };
+            if b.num_rows() > 0 {
+                pieces.push(Piece {
+                    start,
+                    file: i,
+                    first_row: per_file[i] + 1,
+                    mask,
+                });
             }
-            row_mask.extend(std::iter::repeat_n(id, n as usize));
-            per_file[i] += n;
+            start += b.num_rows();
+            per_file[i] += b.num_rows() as u64;
             if op.is_some() {
                 ops.push(b.column(n_table).clone());
             }
             batches.push(
-                RecordBatch::try_new(table.clone(), b.columns()[..n_table].to_vec()).map_err(
-                    |e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()),
-                )?,
+                RecordBatch::try_new(table.clone(), b.columns()[..n_table].to_vec())
+                    .map_err(iceberg_error)?,
             );
         }
     }
-    let rows = arrow_select::concat::concat_batches(&table, &batches)
-        .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))?;
+    let rows = arrow_select::concat::concat_batches(&table, &batches).map_err(iceberg_error)?;
     drop(batches);
     let deletes = match &source.cdc {
         None => vec![false; rows.num_rows()],
         Some(cdc) => {
             let mut out = Vec::with_capacity(rows.num_rows());
             for a in &ops {
-                let a = arrow_cast::cast(a, &arrow_schema::DataType::Utf8).map_err(|e| {
-                    iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string())
-                })?;
+                let a =
+                    arrow_cast::cast(a, &arrow_schema::DataType::Utf8).map_err(iceberg_error)?;
                 let s = a
                     .as_any()
                     .downcast_ref::<StringArray>()
@@ -247,8 +272,7 @@ pub async fn read_batch(
         rows,
         deletes,
         masks,
-        row_mask,
-        origin,
+        pieces,
         paths: files.iter().map(|f| f.file.path.clone()).collect(),
         files: files_out,
         rejected: rejects.count(),
@@ -274,12 +298,31 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// For each row of `b` (a data file's batch holding the key columns `names`): the
+    /// winner ordinal of its key, if the batch has it.
+    fn lookup(
+        &self,
+        b: &RecordBatch,
+        names: &[String],
+        schema: &SchemaRef,
+    ) -> Result<Vec<Option<u32>>, String> {
+        let cols = key_columns(b, names, schema)?;
+        let rows = self.converter.convert_columns(&cols).map_err(arrow_err)?;
+        Ok((0..rows.num_rows())
+            .map(|r| self.map.get(rows.row(r).as_ref()).copied())
+            .collect())
+    }
+
     pub fn keys(&self) -> usize {
         self.winners.len()
     }
     pub fn deletes(&self) -> usize {
         self.delete.iter().filter(|d| **d).count()
     }
+}
+
+fn iceberg_error(e: arrow_schema::ArrowError) -> iceberg::Error {
+    iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string())
 }
 
 fn arrow_err(e: impl std::fmt::Display) -> String {
@@ -359,10 +402,7 @@ pub fn resolve(batch: &Batch, key: &[String], on_dup: OnDuplicateKey) -> Result<
                     ));
                 }
                 if !delete[o] && !del {
-                    let (a, b) = (
-                        &batch.masks[batch.row_mask[old] as usize],
-                        &batch.masks[batch.row_mask[r] as usize],
-                    );
+                    let (a, b) = (batch.mask(old), batch.mask(r));
                     if let Some(c) = (0..a.len()).find(|c| a[*c] && !b[*c]) {
                         return Err(format!(
                             "{}: key ({}) was given a value for `{}` by {}, and this later row's file has no such column: which value the row keeps is not defined; give the column in both files",
@@ -513,13 +553,7 @@ async fn probe(
             let mut hits = Vec::new();
             while let Some(b) = batches.next().await {
                 let b = b.map_err(|e| format!("{}: {e}", f.path()))?;
-                let cols = key_columns(&b, &names, &schema)?;
-                let rows = res.converter.convert_columns(&cols).map_err(arrow_err)?;
-                for r in 0..rows.num_rows() {
-                    if let Some(o) = res.map.get(rows.row(r).as_ref()) {
-                        hits.push(*o);
-                    }
-                }
+                hits.extend(res.lookup(&b, &names, &schema)?.into_iter().flatten());
             }
             Ok::<_, String>(hits)
         }
@@ -574,7 +608,7 @@ pub async fn upsert(
         .collect();
     // Do any winners lack columns (that an existing row of theirs would fill)?
     let lacking = |w: usize| {
-        let m = &batch.masks[batch.row_mask[res.winners[w] as usize] as usize];
+        let m = batch.mask(res.winners[w] as usize);
         m.iter().any(|p| !p)
     };
     let needs_patch =
@@ -610,17 +644,15 @@ pub async fn upsert(
             while let Some(b) = batches.next().await {
                 let b = b.map_err(|e| format!("{}: {e}", f.path()))?;
                 let b = mutate::conform(&b, &schema).map_err(|e| format!("{}: {e}", f.path()))?;
-                let cols = key_columns(&b, &names, &schema)?;
-                let rows = res.converter.convert_columns(&cols).map_err(arrow_err)?;
                 let mut keep = Vec::with_capacity(b.num_rows());
                 let mut take = Vec::new();
-                for r in 0..rows.num_rows() {
-                    match res.map.get(rows.row(r).as_ref()) {
+                for (r, hit) in res.lookup(&b, &names, &schema)?.into_iter().enumerate() {
+                    match hit {
                         Some(o) => {
                             keep.push(false);
-                            if wanted[*o as usize] {
+                            if wanted[o as usize] {
                                 take.push(r as u32);
-                                patch_of.push(*o);
+                                patch_of.push(o);
                             }
                         }
                         None => keep.push(true),
@@ -765,7 +797,7 @@ fn patch_lacking(
         let mut picks = Vec::with_capacity(rows.num_rows());
         let mut any = false;
         for (j, w) in upserts.iter().enumerate() {
-            let mask = &batch.masks[batch.row_mask[res.winners[*w as usize] as usize] as usize];
+            let mask = batch.mask(res.winners[*w as usize] as usize);
             match row_of.get(w) {
                 Some(p) if !mask[c] => {
                     picks.push((1, *p));

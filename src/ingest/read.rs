@@ -26,13 +26,11 @@ pub struct Mapping {
     pub defaults: Vec<Option<String>>,
     /// For each table column: required.
     pub required: Vec<bool>,
-    /// Record in each batch's schema metadata ([`PRESENT`]) which table columns the
-    /// source fills (an upsert keeps the current value of the others).
-    pub mark_present: bool,
 }
 
-/// Schema metadata key of a keyed read: the table columns the source fills, as
-/// comma-separated indices.
+/// Schema metadata key of an upsert's read ([`Mapping::table`], so every batch carries
+/// it): the table columns the source fills, as comma-separated indices (an upsert keeps
+/// the current value of the others).
 pub const PRESENT: &str = "lakectl.present";
 
 impl Mapping {
@@ -131,13 +129,23 @@ pub fn mapping(
         .iter()
         .map(|f| f.required)
         .collect();
+    let table = if source.mode == crate::manifest::types::SourceMode::Upsert {
+        let present: Vec<String> = (0..table.fields().len())
+            .filter(|t| targets.contains(&Some(*t)))
+            .map(|t| t.to_string())
+            .collect();
+        let mut meta = table.metadata().clone();
+        meta.insert(PRESENT.into(), present.join(","));
+        Arc::new(table.as_ref().clone().with_metadata(meta))
+    } else {
+        table
+    };
     Ok(Mapping {
         source_names: names,
         targets,
         table,
         defaults,
         required,
-        mark_present: source.mode == crate::manifest::types::SourceMode::Upsert,
     })
 }
 
@@ -842,18 +850,7 @@ pub fn to_table(
         }
         cols.push(col);
     }
-    let schema = if m.mark_present {
-        let present: Vec<String> = (0..m.table.fields().len())
-            .filter(|t| m.source_of(*t).is_some())
-            .map(|t| t.to_string())
-            .collect();
-        let mut meta = m.table.metadata().clone();
-        meta.insert(PRESENT.into(), present.join(","));
-        Arc::new(m.table.as_ref().clone().with_metadata(meta))
-    } else {
-        m.table.clone()
-    };
-    RecordBatch::try_new(schema, cols).map_err(|e| (0, 0, e.to_string()))
+    RecordBatch::try_new(m.table.clone(), cols).map_err(|e| (0, 0, e.to_string()))
 }
 
 /// Converts an array to a table type: timestamps with a chrono format, UUID text,

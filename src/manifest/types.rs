@@ -413,6 +413,17 @@ impl SourceMode {
     pub fn is_append(&self) -> bool {
         *self == SourceMode::Append
     }
+    /// The mode a manifest or an upload's `?mode=` names.
+    pub fn parse(name: &str) -> Option<SourceMode> {
+        [
+            SourceMode::Append,
+            SourceMode::Upsert,
+            SourceMode::ReplacePartitions,
+            SourceMode::Replace,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
+    }
     pub fn as_str(&self) -> &'static str {
         match self {
             SourceMode::Append => "append",

@@ -65,6 +65,18 @@ impl SnapshotFiles {
     pub fn records(&self) -> u64 {
         self.files.iter().map(|f| f.entry.record_count()).sum()
     }
+
+    /// Copy-on-write needs plain data files: the refusal when another engine left
+    /// merge-on-read delete files.
+    pub fn refuse_deletes(&self) -> Result<(), String> {
+        if self.delete_files > 0 {
+            return Err(format!(
+                "the table has {} merge-on-read delete file(s) written by another engine; compact it first (copy-on-write needs plain data files)",
+                self.delete_files
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Reads the manifest list and data manifests of `snapshot`.

@@ -342,17 +342,14 @@ pub async fn upload(
     let params = params(query)?;
     let t = load(&s, &namespace, &table).await?; // 404 before reading the body
     let mode = match params.mode.as_deref() {
-        None | Some("append") => SourceMode::Append,
-        Some("upsert") => SourceMode::Upsert,
-        Some("replacePartitions") => SourceMode::ReplacePartitions,
-        Some("replace") => SourceMode::Replace,
-        Some(other) => {
-            return Err(ApiError::new(
+        None => SourceMode::Append,
+        Some(m) => SourceMode::parse(m).ok_or_else(|| {
+            ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_mode",
-                format!("unknown mode `{other}`: append, upsert, replacePartitions or replace"),
-            ))
-        }
+                format!("unknown mode `{m}`: append, upsert, replacePartitions or replace"),
+            )
+        })?,
     };
     let key_columns: Vec<String> = match params.key.as_deref() {
         Some(k) => k
@@ -360,13 +357,7 @@ pub async fn upload(
             .map(|c| c.trim().to_string())
             .filter(|c| !c.is_empty())
             .collect(),
-        None if mode == SourceMode::Upsert => {
-            let schema = t.metadata.current_schema();
-            schema
-                .identifier_field_ids()
-                .filter_map(|id| schema.name_by_field_id(id).map(str::to_string))
-                .collect()
-        }
+        None if mode == SourceMode::Upsert => crate::apply::keyed::identifier_fields(&t.metadata),
         None => Vec::new(),
     };
     if mode == SourceMode::Upsert && key_columns.is_empty() {
