@@ -24,6 +24,8 @@ spark_applies = int(sys.argv[3]) if len(sys.argv) > 3 else 300
 here = os.path.dirname(os.path.abspath(__file__))
 shared = os.path.join(here, "..", "..", "shared")
 py = os.environ.get("LAKECTL_PYTHON", os.path.expanduser("~/.cache/lakectl-venv/bin/python"))
+sys.path.insert(0, here)
+from proctree import measured  # noqa: E402  (whole process trees, Spark's JVM too)
 
 
 def run(cmd, env=None, cwd=None):
@@ -35,52 +37,6 @@ def run(cmd, env=None, cwd=None):
     if p.returncode != 0:
         sys.exit(f"{cmd[:3]} failed:\n{out.decode()}\n{err.decode()}")
     return out.decode(), wall
-
-
-def tree(root_pid):
-    """{pid: (cpu ticks, rss pages)} of a process and all its descendants now."""
-    procs = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            procs[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[21]))
-        except (OSError, IndexError, ValueError):
-            pass
-    out, todo = {}, [root_pid]
-    while todo:
-        p = todo.pop()
-        if p in procs:
-            out[p] = procs[p][1:]
-            todo.extend(c for c, v in procs.items() if v[0] == p)
-    return out
-
-
-def measured(cmd, env=None, cwd=None):
-    """(stdout, wall s, cpu s, peak RSS MiB) of one whole process with every process it
-    starts (Spark's JVM too): sampled from /proc every 20 ms, and for the process itself
-    also from its own rusage (short runs)."""
-    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
-    t = time.time()
-    p = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", "/tmp/maintain-bench-rusage"] + cmd,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
-    cpu_seen, peak = {}, 0
-    while p.poll() is None:
-        now = tree(p.pid)
-        for pid, (ticks, _) in now.items():
-            cpu_seen[pid] = ticks
-        peak = max(peak, sum(rss for _, rss in now.values()) * page)
-        time.sleep(0.02)
-    wall = time.time() - t
-    out = p.stdout.read().decode()
-    if p.returncode != 0:
-        sys.exit(f"{cmd[:3]} failed:\n{out}")
-    rss_kib, user, system = open("/tmp/maintain-bench-rusage").read().split()[-3:]
-    cpu = max(sum(cpu_seen.values()) / tick, float(user) + float(system))
-    rss = max(peak / 2**20, int(rss_kib) / 1024)
-    return out, wall, cpu, rss
 
 
 def project(root, maintenance=""):

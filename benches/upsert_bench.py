@@ -83,55 +83,17 @@ def copy(name):
     return root
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def tree(root):
-    """(pid → (cpu seconds, rss bytes)) of `root` and its descendants, from /proc."""
-    procs = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = open(f"/proc/{d}/stat").read()
-            except OSError:
-                continue
-            f = stat[stat.rindex(")") + 2:].split()
-            procs[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / TICK, int(f[21]) * PAGE)
-    out, todo = {}, [root]
-    while todo:
-        p = todo.pop()
-        if p in procs:
-            out[p] = procs[p][1:]
-            todo.extend(c for c, v in procs.items() if v[0] == p)
-    return out
+sys.path.insert(0, here)
+from proctree import measured  # noqa: E402
 
 
 def timed(cmd, cwd=None, env=None, timeout=None):
-    """Wall, cpu/wall and peak RSS (MiB) of the whole process tree (Spark's JVM too),
-    sampled from /proc every 100 ms; for the direct child also from its rusage."""
-    t = time.time()
-    out = tempfile.TemporaryFile(mode="w+")
-    p = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S"] + cmd, cwd=cwd, env=env,
-                         stdout=out, stderr=subprocess.STDOUT, text=True)
-    cpu, peak = {}, 0
-    while p.poll() is None:
-        if timeout and time.time() - t > timeout:
-            p.kill(); p.wait()
-            return None
-        snap = tree(p.pid)
-        for pid, (c, _) in snap.items():
-            cpu[pid] = max(cpu.get(pid, 0), c)
-        peak = max(peak, sum(r for _, r in snap.values()))
-        time.sleep(0.1)
-    wall = time.time() - t
-    out.seek(0)
-    text = out.read()
-    if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed:\n{text[-3000:]}")
-    rss, user, system = text.strip().splitlines()[-1].split()
-    cpu_s = max(sum(cpu.values()), float(user) + float(system))
-    return wall, cpu_s / wall, max(peak / 2**20, int(rss) / 1024), text
+    """(wall, cpu/wall, peak RSS MiB, stdout) of the whole process tree, or None."""
+    r = measured(cmd, env=env, cwd=cwd, timeout=timeout)
+    if r is None:
+        return None
+    out, wall, cpu, rss = r
+    return wall, cpu / wall, rss, out
 
 
 def metadata(root):

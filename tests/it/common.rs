@@ -46,6 +46,21 @@ impl Project {
             .expect("run lakectl")
     }
 
+    /// Starts `lakectl ARGS` whose first commit attempt waits `delay_ms` (the
+    /// `LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS` hook), so another writer can commit in
+    /// that window; output piped for `wait_with_output`.
+    pub fn spawn_with_commit_delay(&self, args: &[&str], delay_ms: u64) -> std::process::Child {
+        Command::new(LAKECTL)
+            .args(args)
+            .current_dir(self.root())
+            .env("NO_COLOR", "1")
+            .env("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS", delay_ms.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn lakectl")
+    }
+
     /// `lakectl plan manifests`: (exit code, stdout + stderr).
     pub fn plan(&self) -> (i32, String) {
         let out = self.run(&["plan", "manifests"]);

@@ -526,15 +526,7 @@ async fn pyiceberg_appending_while_an_upsert_runs_loses_nothing() {
     );
     // The upsert waits before its commit; PyIceberg appends in that window, so the
     // first commit conflicts and the upsert probes again on the fresh state.
-    let child = std::process::Command::new(crate::common::LAKECTL)
-        .args(["apply", "manifests"])
-        .current_dir(p.root())
-        .env("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS", "4000")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = p.spawn_with_commit_delay(&["apply", "manifests"], 4000);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let script = r#"
 import sys, os, pyarrow as pa, datetime

@@ -685,15 +685,7 @@ async fn a_concurrent_delete_drops_its_group_from_the_compaction_and_nothing_com
     let before = totals(&p);
     // lakectl rewrites the three partitions, then waits before its commit; meanwhile
     // PyIceberg deletes a row (copy-on-write: one input file of one partition goes).
-    let compaction = std::process::Command::new(crate::common::LAKECTL)
-        .args(["maintain", "--manifests", "manifests"])
-        .current_dir(p.root())
-        .env("NO_COLOR", "1")
-        .env("LAKECTL_TEST_DELAY_BEFORE_COMMIT_MS", "6000")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let compaction = p.spawn_with_commit_delay(&["maintain", "--manifests", "manifests"], 6000);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let script = r#"
 import os, sys
