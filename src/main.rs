@@ -46,11 +46,15 @@ enum Command {
     Plan {
         #[arg(default_value = "manifests")]
         dir: PathBuf,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[arg(long, value_enum, default_value_t = PlanOutput::Text)]
+        output: PlanOutput,
         /// Count the rows each pending mutation matches now (reads the candidate files).
         #[arg(long)]
         estimate: bool,
+        /// Diff the tables' data against branch NAME (as `apply --branch NAME` would
+        /// change it); with `--output markdown`, the branch's checks are run and shown.
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
     },
     /// Make the tables match the manifests: one Iceberg commit per change. Exit 0 or 1.
     Apply {
@@ -64,6 +68,47 @@ enum Command {
         /// Tag the snapshot each changed table ends at (a restore point `expire` keeps).
         #[arg(long, value_name = "NAME")]
         tag: Option<String>,
+        /// A preview: every table's data changes go to branch NAME (made from `main`
+        /// when missing), the checks run there; `main` is untouched. Exit 1 when an
+        /// error-level check fails.
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+        /// Publish every audited table in one catalog transaction (as the Lakehouse's
+        /// `atomicPublish`): one failing check publishes nothing.
+        #[arg(long)]
+        atomic: bool,
+    },
+    /// Fast-forward `main` of every table that has branch NAME to it, after the
+    /// table's checks pass on it (a table whose `main` moved meanwhile gets the
+    /// manifests' data changes replayed on fresh `main` first). Exit 1 when a check
+    /// fails: nothing of that table is published.
+    Publish {
+        /// The branch (as given to `apply --branch`).
+        name: String,
+        #[arg(long, default_value = "manifests")]
+        manifests: PathBuf,
+        /// Remove the branch from each table once `main` has it.
+        #[arg(long)]
+        delete_branch: bool,
+        /// All tables in one catalog transaction.
+        #[arg(long)]
+        atomic: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Run the declared checks (`spec.checks`) on `main` now. Exit 0 when no
+    /// error-level check fails, 1 otherwise.
+    Check {
+        #[arg(default_value = "manifests")]
+        dir: PathBuf,
+        /// Only this table (`namespace.table`).
+        #[arg(long)]
+        table: Option<String>,
+        /// Check branch NAME instead (tables without it: `main`).
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Move a table's `main` back to an earlier snapshot, restoring its data, schema,
     /// partition spec and sort order. The changes taken out are held back.
@@ -212,6 +257,9 @@ enum Command {
         /// empty, with a note on stderr.
         #[arg(long)]
         as_of: Option<String>,
+        /// Read branch or tag NAME of each table that has it (the others: `main`).
+        #[arg(long = "ref", value_name = "NAME", conflicts_with = "as_of")]
+        reference: Option<String>,
         #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
         format: QueryFormat,
     },
@@ -221,6 +269,9 @@ enum Command {
         table: String,
         #[arg(long, default_value = "manifests")]
         manifests: PathBuf,
+        /// The history of branch or tag NAME instead of `main`.
+        #[arg(long = "ref", value_name = "NAME")]
+        reference: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -237,6 +288,15 @@ enum QueryFormat {
 enum Output {
     Text,
     Json,
+}
+
+/// `plan --output`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum PlanOutput {
+    Text,
+    Json,
+    /// GitHub-flavoured Markdown: a pull-request comment.
+    Markdown,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -332,13 +392,43 @@ fn main() -> ExitCode {
             dir,
             output,
             estimate,
-        } => runtime.block_on(plan_cmd(&dir, output, estimate, style)),
+            branch,
+        } => runtime.block_on(plan_cmd(&dir, output, estimate, branch.as_deref(), style)),
         Command::Apply {
             dir,
             output,
             reapply,
             tag,
-        } => runtime.block_on(apply_cmd(&dir, output, reapply, tag, style)),
+            branch,
+            atomic,
+        } => runtime.block_on(apply_cmd(
+            &dir,
+            output,
+            reapply,
+            tag,
+            style,
+            apply::ApplyOptions { branch, atomic },
+        )),
+        Command::Publish {
+            name,
+            manifests,
+            delete_branch,
+            atomic,
+            output,
+        } => runtime.block_on(publish_cmd(
+            &manifests,
+            &name,
+            delete_branch,
+            atomic,
+            output,
+            style,
+        )),
+        Command::Check {
+            dir,
+            table,
+            branch,
+            output,
+        } => runtime.block_on(check_cmd(&dir, table, branch, output, style)),
         Command::Rollback {
             table,
             to,
@@ -439,6 +529,7 @@ fn main() -> ExitCode {
             None,
             style,
             Some(Maintenance { table, dry_run }),
+            Default::default(),
         )),
         Command::Expire {
             table,
@@ -458,13 +549,27 @@ fn main() -> ExitCode {
             sql,
             manifests,
             as_of,
+            reference,
             format,
-        } => runtime.block_on(query_cmd(&manifests, &sql, as_of.as_deref(), format)),
+        } => runtime.block_on(query_cmd(
+            &manifests,
+            &sql,
+            as_of.as_deref(),
+            reference.as_deref(),
+            format,
+        )),
         Command::History {
             table,
             manifests,
+            reference,
             output,
-        } => runtime.block_on(history_cmd(&manifests, &table, output, style)),
+        } => runtime.block_on(history_cmd(
+            &manifests,
+            &table,
+            reference.as_deref(),
+            output,
+            style,
+        )),
     };
     ExitCode::from(code)
 }
@@ -518,6 +623,7 @@ async fn make_plan(
     output: Output,
     create: bool,
     options: &plan::DiffOptions,
+    branch: Option<&str>,
 ) -> Result<(plan::Plan, Option<Lake>, ManifestSet), u8> {
     let set = plan::load_valid(dir).map_err(|d| {
         print_diagnostics(&d, output);
@@ -536,7 +642,7 @@ async fn make_plan(
         eprintln!("error: {e}");
         1u8
     })?;
-    let mut actual = plan::observe(lake.as_ref(), &set, &config)
+    let mut actual = lakectl::observe::observe_on(lake.as_ref(), &set, &config, branch)
         .await
         .map_err(|e| {
             eprintln!("error: {e}");
@@ -548,8 +654,19 @@ async fn make_plan(
     Ok((plan::diff_with(&set, &actual, config, options), lake, set))
 }
 
-async fn plan_cmd(dir: &Path, output: Output, estimate: bool, style: render::Style) -> u8 {
-    let (mut plan, lake, _) = match make_plan(dir, output, false, &Default::default()).await {
+async fn plan_cmd(
+    dir: &Path,
+    output: PlanOutput,
+    estimate: bool,
+    branch: Option<&str>,
+    style: render::Style,
+) -> u8 {
+    let diag = if output == PlanOutput::Json {
+        Output::Json
+    } else {
+        Output::Text
+    };
+    let (mut plan, lake, _) = match make_plan(dir, diag, false, &Default::default(), branch).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -579,11 +696,34 @@ async fn plan_cmd(dir: &Path, output: Output, estimate: bool, style: render::Sty
         }
     }
     match output {
-        Output::Text => print!("{}", render::text(&plan, style)),
-        Output::Json => println!(
+        PlanOutput::Text => print!("{}", render::text(&plan, style)),
+        PlanOutput::Json => println!(
             "{}",
             serde_json::to_string_pretty(&render::json(&plan)).unwrap_or_default()
         ),
+        PlanOutput::Markdown => {
+            // The checks of the tables, on the branch when there is one.
+            let checks = match &lake {
+                Some(lake) => {
+                    match apply::publish::check_all(
+                        lake,
+                        &plan.audit,
+                        branch.unwrap_or("main"),
+                        None,
+                    )
+                    .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("error: running the checks: {e}");
+                            return 1;
+                        }
+                    }
+                }
+                None => Vec::new(),
+            };
+            print!("{}", render::markdown(&plan, &checks, branch));
+        }
     }
     if !plan.errors.is_empty() {
         1
@@ -608,8 +748,9 @@ async fn apply_cmd(
     reapply: Vec<String>,
     tag: Option<String>,
     style: render::Style,
+    options: apply::ApplyOptions,
 ) -> u8 {
-    apply_with(dir, output, reapply, tag, style, None).await
+    apply_with(dir, output, reapply, tag, style, None, options).await
 }
 
 /// `apply`, or with `maintenance` `lakectl maintain` (maintenance changes alone).
@@ -620,16 +761,28 @@ async fn apply_with(
     tag: Option<String>,
     style: render::Style,
     maintenance: Option<Maintenance>,
+    apply_options: apply::ApplyOptions,
 ) -> u8 {
     let options = plan::DiffOptions {
         reapply: reapply.clone(),
         maintenance_only: maintenance.is_some(),
         ..Default::default()
     };
-    let (mut plan, lake, set) = match make_plan(dir, output, true, &options).await {
+    let branch = apply_options.branch.as_deref();
+    if let Some(b) = branch {
+        if let Err(e) = valid_branch(b) {
+            eprintln!("error: --branch {b}: {e}");
+            return 1;
+        }
+    }
+    let (mut plan, lake, set) = match make_plan(dir, output, true, &options, branch).await {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if branch.is_some() {
+        // A preview carries data changes; maintenance works on `main` alone.
+        plan.changes.retain(|c| !c.is_maintenance());
+    }
     if let Some(m) = &maintenance {
         if let Some(t) = &m.table {
             if !set.tables.iter().any(|x| &x.table_name() == t) {
@@ -680,8 +833,28 @@ async fn apply_with(
     }
     let (files, bytes) = plan.ingest_counts();
     let bar = progress_bar(files, bytes, output);
-    let result = apply::apply(&lake, &plan, bar.clone(), |a| {
+    let result = apply::apply_with(&lake, &plan, &apply_options, bar.clone(), |a| {
         if output == Output::Text {
+            if let Some(c) = &a.checks {
+                let verb = if a.change == "publish" {
+                    format!(
+                        "{} publish {} ← {} (snapshot {})",
+                        style.green("✓"),
+                        a.target,
+                        a.branch.clone().unwrap_or_default(),
+                        a.snapshot_id.unwrap_or_default()
+                    )
+                } else {
+                    format!(
+                        "checks of {} on {}:",
+                        a.target,
+                        a.branch.clone().unwrap_or_default()
+                    )
+                };
+                bar.println(verb);
+                bar.println(render_checks(c, style));
+                return;
+            }
             let snap = a
                 .snapshot_id
                 .map(|s| format!(" (snapshot {s})"))
@@ -789,8 +962,13 @@ async fn apply_with(
                 ));
                 return;
             }
+            let on = a
+                .branch
+                .as_ref()
+                .map(|b| format!(" on branch {b}"))
+                .unwrap_or_default();
             bar.println(format!(
-                "{} {} {}{extra}{snap}",
+                "{} {} {}{extra}{snap}{on}",
                 style.green("✓"),
                 a.change,
                 a.target
@@ -813,7 +991,15 @@ async fn apply_with(
                 if output == Output::Text {
                     println!("\nReverted other writers' snapshots; planning again.\n");
                 }
-                return Box::pin(apply_cmd(dir, output, Vec::new(), tag, style)).await;
+                return Box::pin(apply_cmd(
+                    dir,
+                    output,
+                    Vec::new(),
+                    tag,
+                    style,
+                    apply_options.clone(),
+                ))
+                .await;
             }
             match output {
                 Output::Text => {
@@ -847,6 +1033,250 @@ async fn apply_with(
             eprintln!("error: {e}");
             1
         }
+    }
+}
+
+/// A branch name lakectl accepts: no `main`, nothing a shell or a URL trips on.
+fn valid_branch(name: &str) -> Result<(), String> {
+    if name == "main" {
+        return Err("`main` is where data is published; name another branch".into());
+    }
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    {
+        return Err("a branch name is letters, digits, `-`, `_`, `.` and `/`".into());
+    }
+    Ok(())
+}
+
+/// A table's check results, one line each, with the samples of a failure.
+fn render_checks(c: &apply::publish::TableChecks, style: render::Style) -> String {
+    let mut out = Vec::new();
+    for r in &c.results {
+        let mark = if r.passed {
+            style.green("✓")
+        } else if r.blocks() {
+            style.red("✗")
+        } else {
+            style.yellow("!")
+        };
+        let severity = if r.passed || r.blocks() {
+            ""
+        } else {
+            " (warn)"
+        };
+        out.push(format!(
+            "    {mark} {} [{}]{severity}: {}",
+            r.name, r.kind, r.message
+        ));
+        for row in &r.samples {
+            out.push(format!("        {row}"));
+        }
+    }
+    out.join("\n")
+}
+
+/// `lakectl publish NAME`: fast-forwards `main` of each table with branch NAME.
+async fn publish_cmd(
+    dir: &Path,
+    name: &str,
+    delete_branch: bool,
+    atomic: bool,
+    output: Output,
+    style: render::Style,
+) -> u8 {
+    if let Err(e) = valid_branch(name) {
+        eprintln!("error: {name}: {e}");
+        return 1;
+    }
+    let (plan, lake, set) = match make_plan(dir, output, false, &Default::default(), None).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let Some(lake) = lake else {
+        eprintln!(
+            "error: the lakehouse of {} does not exist yet",
+            dir.display()
+        );
+        return 1;
+    };
+    let mut staged = Vec::new();
+    for t in &set.tables {
+        let table = t.table_name();
+        let has = match lake.load_table(&plan::ident_of(&table)).await {
+            Ok(Some(s)) => s.metadata.snapshot_for_ref(name).is_some(),
+            Ok(None) => false,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        if has {
+            let changes = plan
+                .changes
+                .iter()
+                .filter(|c| {
+                    matches!(c, plan::Change::Ingest(_) | plan::Change::Mutation(_))
+                        && c.table() == Some(table.as_str())
+                })
+                .cloned()
+                .collect();
+            staged.push(apply::publish::Staged {
+                table,
+                branch: name.to_string(),
+                changes,
+            });
+        }
+    }
+    if staged.is_empty() {
+        eprintln!("error: no table of {} has a branch `{name}`", dir.display());
+        return 1;
+    }
+    let mut shown = Vec::new();
+    let result = apply::publish::publish(
+        &lake,
+        &plan,
+        &staged,
+        atomic || plan.atomic,
+        delete_branch,
+        std::sync::Arc::new(()),
+        &mut |a: &apply::Applied| {
+            if output == Output::Text {
+                match &a.checks {
+                    Some(c) => {
+                        if a.change == "publish" {
+                            println!(
+                                "{} publish {} ← {name} (snapshot {})",
+                                style.green("✓"),
+                                a.target,
+                                a.snapshot_id.unwrap_or_default()
+                            );
+                        } else {
+                            println!("checks of {} on {name}:", a.target);
+                        }
+                        println!("{}", render_checks(c, style));
+                    }
+                    None => println!("{} {} {}", style.green("✓"), a.change, a.target),
+                }
+            }
+            shown.push(a.clone());
+        },
+    )
+    .await;
+    match result {
+        Ok(done) => {
+            match output {
+                Output::Text => println!(
+                    "\nPublish complete: {} table(s) published from {name}.",
+                    done.len()
+                ),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"branch": name, "applied": shown})
+                    )
+                    .unwrap_or_default()
+                ),
+            }
+            0
+        }
+        Err(e) => {
+            if output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"branch": name, "applied": shown, "error": e.to_string()})
+                    )
+                    .unwrap_or_default()
+                );
+            }
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `lakectl check`: the declared checks on `main` (or a branch) now.
+async fn check_cmd(
+    dir: &Path,
+    table: Option<String>,
+    branch: Option<String>,
+    output: Output,
+    style: render::Style,
+) -> u8 {
+    let set = match plan::load_valid(dir) {
+        Ok(s) => s,
+        Err(d) => {
+            print_diagnostics(&d, output);
+            return 1;
+        }
+    };
+    let audits = plan::audits(&set);
+    if let Some(t) = &table {
+        if !set.tables.iter().any(|x| &x.table_name() == t) {
+            eprintln!("error: no manifest in {} declares table {t}", dir.display());
+            return 1;
+        }
+    }
+    let lake = match open_lake(dir).await {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    let only = table.map(|t| vec![t]);
+    let checks = match apply::publish::check_all(
+        &lake,
+        &audits,
+        branch.as_deref().unwrap_or("main"),
+        only.as_deref(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let failed = checks
+        .iter()
+        .filter(|c| c.failures().next().is_some())
+        .count();
+    match output {
+        Output::Text => {
+            if checks.is_empty() {
+                println!("No table declares checks.");
+            }
+            for c in &checks {
+                println!(
+                    "{} on {} (snapshot {}):",
+                    style.bold(&c.table),
+                    c.branch,
+                    c.snapshot_id
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "none".into())
+                );
+                println!("{}", render_checks(c, style));
+            }
+            let total: usize = checks.iter().map(|c| c.results.len()).sum();
+            let failing: usize = checks.iter().map(|c| c.failures().count()).sum();
+            if !checks.is_empty() {
+                println!("\n{total} check(s), {failing} failing at error level.");
+            }
+        }
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"tables": checks, "failed": failed > 0})
+            )
+            .unwrap_or_default()
+        ),
+    }
+    if failed > 0 {
+        1
+    } else {
+        0
     }
 }
 
@@ -928,7 +1358,13 @@ async fn open_lake(dir: &Path) -> Result<Lake, u8> {
     }
 }
 
-async fn query_cmd(dir: &Path, sql: &str, as_of: Option<&str>, format: QueryFormat) -> u8 {
+async fn query_cmd(
+    dir: &Path,
+    sql: &str,
+    as_of: Option<&str>,
+    reference: Option<&str>,
+    format: QueryFormat,
+) -> u8 {
     let as_of_text = as_of;
     let as_of = match as_of.map(str::parse::<lakectl::query::AsOf>).transpose() {
         Ok(a) => a,
@@ -942,7 +1378,26 @@ async fn query_cmd(dir: &Path, sql: &str, as_of: Option<&str>, format: QueryForm
         Err(c) => return c,
     };
     let result = async {
-        let (ctx, empty_then) = lakectl::query::session_noting(&lake, as_of, lakectl::query::pushdown_enabled()).await?;
+        let (ctx, empty_then) = match reference {
+            Some(r) => {
+                let (ctx, having) = lakectl::query::session_on_ref(&lake, r).await?;
+                let read = lakectl::query::tables_read(&ctx, sql);
+                if !read.is_empty() && !read.iter().any(|t| having.contains(t)) {
+                    return Err(lakectl::query::QueryError::AsOf(format!(
+                        "--ref {r}: none of the tables read ({}) has it",
+                        read.join(", ")
+                    )));
+                }
+                for t in read.iter().filter(|t| !having.contains(t)) {
+                    eprintln!("note: {t} has no ref `{r}`: it reads as main");
+                }
+                (ctx, Vec::new())
+            }
+            None => {
+                lakectl::query::session_noting(&lake, as_of, lakectl::query::pushdown_enabled())
+                    .await?
+            }
+        };
         let batches = lakectl::query::run(&ctx, sql).await?;
         for t in lakectl::query::tables_read(&ctx, sql) {
             if empty_then.contains(&t) {
@@ -972,7 +1427,13 @@ async fn query_cmd(dir: &Path, sql: &str, as_of: Option<&str>, format: QueryForm
     }
 }
 
-async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Style) -> u8 {
+async fn history_cmd(
+    dir: &Path,
+    table: &str,
+    reference: Option<&str>,
+    output: Output,
+    style: render::Style,
+) -> u8 {
     let lake = match open_lake(dir).await {
         Ok(l) => l,
         Err(c) => return c,
@@ -990,6 +1451,45 @@ async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Sty
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
+        }
+    };
+    let state = match reference {
+        None => state,
+        Some(r) if state.metadata.snapshot_for_ref(r).is_none() => {
+            eprintln!("error: table {table} has no branch or tag `{r}`");
+            return 1;
+        }
+        Some(r) => {
+            let mut refs = lakectl::lake::refs(&state.metadata);
+            match refs.remove(r) {
+                Some(tag) if !tag.is_branch() => {
+                    // A tag: its snapshot's history, read as a branch would be.
+                    let (name, reference) = lakectl::lake::snapshot::main_branch(tag.snapshot_id);
+                    match state
+                        .metadata
+                        .clone()
+                        .into_builder(None)
+                        .set_ref(&name, reference)
+                        .and_then(|b| b.build())
+                    {
+                        Ok(b) => lakectl::lake::TableState {
+                            metadata: b.metadata,
+                            ..state
+                        },
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return 1;
+                        }
+                    }
+                }
+                _ => match lakectl::lake::on_branch(state, r) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return 1;
+                    }
+                },
+            }
         }
     };
     let entries = match lake.history(&state.metadata).await {
@@ -1049,7 +1549,10 @@ async fn history_cmd(dir: &Path, table: &str, output: Output, style: render::Sty
                     println!("      + {f}");
                 }
             }
-            println!("\n* current   x not in main (rolled back)");
+            println!(
+                "\n* current   x not in {} (rolled back)",
+                reference.unwrap_or("main")
+            );
         }
     }
     0

@@ -16,6 +16,9 @@ echo
 echo "\$ lakectl query 'select id, name, signed_up from sales.customers order by id'   # upserted by id"
 "$lakectl" query "select id, name, signed_up from sales.customers order by id" --manifests "$m"
 echo
+echo "\$ lakectl check examples/retail/manifests   # the declared checks, on main"
+"$lakectl" check "$m"
+echo
 echo "\$ lakectl history sales.orders"
 "$lakectl" history sales.orders --manifests "$m"
 echo

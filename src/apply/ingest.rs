@@ -43,14 +43,15 @@ pub async fn apply_ingest(
     lake: &Lake,
     c: &IngestChange,
     progress: Arc<dyn Progress>,
+    branch: &str,
 ) -> Result<(IngestOutcome, Option<TableState>), ApplyError> {
     if !c.mode.is_append() {
-        return super::keyed::apply_keyed(lake, c, progress).await;
+        return super::keyed::apply_keyed(lake, c, progress, branch).await;
     }
     let ident = c.ident();
     let mut written: Option<(Written, i32, i32, Vec<String>)> = None;
     for attempt in 0..super::MAX_ATTEMPTS {
-        let state = lake.load_existing(&ident).await?;
+        let state = lake.load_on(&ident, branch).await?;
         let md = &state.metadata;
         let done = lake.ledger(md).await?.ingested;
         let todo = todo_files(c, &done);
@@ -111,7 +112,7 @@ pub async fn apply_ingest(
         }
         let snapshot = append_snapshot(lake.file_io(), md, w.data_files.clone(), props).await?;
         let snapshot_id = snapshot.snapshot_id();
-        match super::commit_on_main(lake, &ident, md, snapshot, attempt).await {
+        match super::commit_on(lake, &ident, md, snapshot, attempt, branch).await {
             Ok(state) => {
                 return Ok((
                     IngestOutcome {

@@ -134,12 +134,13 @@ pub async fn apply_keyed(
     lake: &Lake,
     c: &IngestChange,
     progress: Arc<dyn Progress>,
+    branch: &str,
 ) -> Result<(IngestOutcome, Option<TableState>), ApplyError> {
     let ident = c.ident();
     // The batch as read, with the schema id and files it was read for.
     let mut read: Option<(Batch, i32, Vec<String>)> = None;
     for attempt in 0..super::MAX_ATTEMPTS {
-        let state = lake.load_existing(&ident).await?;
+        let state = lake.load_on(&ident, branch).await?;
         let md = &state.metadata;
         let done = lake.ledger(md).await?.ingested;
         let todo = todo_files(c, &done);
@@ -265,7 +266,7 @@ pub async fn apply_keyed(
         }
         .map_err(|e| super::commit_failure(&c.table, CommitError::from(LakeError::from(e))))?;
         let snapshot_id = snapshot.snapshot_id();
-        match super::commit_on_main(lake, &ident, md, snapshot, attempt).await {
+        match super::commit_on(lake, &ident, md, snapshot, attempt, branch).await {
             Ok(state) => {
                 return Ok((
                     IngestOutcome {

@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod keyed;
 pub mod maintain;
 pub mod mutate;
+pub mod publish;
 pub mod rollback;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub enum ApplyError {
     },
     #[error(transparent)]
     Lake(#[from] LakeError),
+    #[error("{}", publish::failed_message(.0))]
+    ChecksFailed(Vec<publish::TableChecks>),
     #[error("{table}: source `{source}`: {error}; nothing was committed")]
     Ingest {
         table: String,
@@ -88,6 +91,12 @@ pub struct Applied {
     pub expiry: Option<expire::Expiry>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orphans: Option<maintain::OrphansOutcome>,
+    /// The branch the change committed to (not `main`: staged, or a preview).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The checks run before a publish (or on a preview branch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<publish::TableChecks>,
 }
 
 impl Applied {
@@ -102,21 +111,73 @@ impl Applied {
 /// How many times a conflicting commit is retried on fresh state.
 pub const MAX_ATTEMPTS: u32 = 12;
 
+/// How an apply routes data changes ([`apply_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// `apply --branch NAME`: every table's data changes go to branch NAME (made from
+    /// `main` when missing), the checks run there, nothing is published.
+    pub branch: Option<String>,
+    /// `apply --atomic`: audited tables are published in one catalog transaction.
+    pub atomic: bool,
+}
+
 /// Applies every change of `plan`; stops at the first failure. `on_applied` sees each
 /// change as it lands (for progress output).
 pub async fn apply(
     lake: &Lake,
     plan: &Plan,
     progress: std::sync::Arc<dyn crate::ingest::Progress>,
+    on_applied: impl FnMut(&Applied),
+) -> Result<Vec<Applied>, ApplyError> {
+    apply_with(lake, plan, &ApplyOptions::default(), progress, on_applied).await
+}
+
+/// [`apply`] with options: data changes of audited tables (`publish: audited`), or of
+/// every table with `--branch`, are staged on a branch ([`publish`]); structural and
+/// maintenance changes always commit to `main` (they are table-wide in Iceberg).
+pub async fn apply_with(
+    lake: &Lake,
+    plan: &Plan,
+    options: &ApplyOptions,
+    progress: std::sync::Arc<dyn crate::ingest::Progress>,
     mut on_applied: impl FnMut(&Applied),
 ) -> Result<Vec<Applied>, ApplyError> {
     if !plan.errors.is_empty() {
         return Err(ApplyError::Refused(plan.errors.len()));
     }
+    let audit_branch = publish::audit_branch();
+    let route = |table: &str| -> Option<String> {
+        if let Some(b) = &options.branch {
+            return Some(b.clone());
+        }
+        let audited = plan
+            .audit
+            .get(table)
+            .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited);
+        audited.then(|| audit_branch.clone())
+    };
+    let mut staged: Vec<publish::Staged> = Vec::new();
     // A released (`--reapply`) change leaves the held-back list in the commit that
     // applies it (`Lake::commit`), so a failure keeps it held back.
     let mut done = Vec::new();
     for change in &plan.changes {
+        if let (Change::Ingest(_) | Change::Mutation(_), Some(table)) = (change, change.table()) {
+            if let Some(branch) = route(table) {
+                let applied =
+                    publish::run_data_change(lake, change, progress.clone(), &branch).await?;
+                match staged.iter_mut().find(|s| s.table == table) {
+                    Some(s) => s.changes.push(change.clone()),
+                    None => staged.push(publish::Staged {
+                        table: table.to_string(),
+                        branch,
+                        changes: vec![change.clone()],
+                    }),
+                }
+                on_applied(&applied);
+                done.push(applied);
+                continue;
+            }
+        }
         let applied = match change {
             Change::CreateNamespace { namespace } => {
                 let ns = iceberg::NamespaceIdent::from_strs(namespace.split('.'))
@@ -145,7 +206,9 @@ pub async fn apply(
                 }
             }
             Change::Ingest(c) => {
-                let (outcome, state) = ingest::apply_ingest(lake, c, progress.clone()).await?;
+                let (outcome, state) =
+                    ingest::apply_ingest(lake, c, progress.clone(), iceberg::spec::MAIN_BRANCH)
+                        .await?;
                 Applied {
                     change: "ingest".into(),
                     target: format!("{} ← {}", c.table, c.source),
@@ -171,7 +234,8 @@ pub async fn apply(
                 }
             }
             Change::Mutation(m) => {
-                let (outcome, state) = mutate::apply_mutation(lake, m).await?;
+                let (outcome, state) =
+                    mutate::apply_mutation(lake, m, iceberg::spec::MAIN_BRANCH).await?;
                 Applied {
                     change: "mutation".into(),
                     target: format!("{} `{}`", m.table, m.name),
@@ -225,6 +289,44 @@ pub async fn apply(
         };
         on_applied(&applied);
         done.push(applied);
+    }
+    if let Some(branch) = &options.branch {
+        // A preview: the checks of every table with them, on the branch; no publish.
+        let checks = publish::check_all(lake, &plan.audit, branch, None).await?;
+        let mut failed = Vec::new();
+        for c in checks {
+            let blocks = c.failures().next().is_some();
+            let a = Applied {
+                change: "check".into(),
+                target: c.table.clone(),
+                snapshot_id: c.snapshot_id,
+                branch: Some(c.branch.clone()),
+                checks: Some(c.clone()),
+                ..Default::default()
+            };
+            on_applied(&a);
+            done.push(a);
+            if blocks {
+                failed.push(c);
+            }
+        }
+        if !failed.is_empty() {
+            return Err(ApplyError::ChecksFailed(failed));
+        }
+    } else if !staged.is_empty() {
+        let atomic = options.atomic || plan.atomic;
+        done.extend(
+            publish::publish(
+                lake,
+                plan,
+                &staged,
+                atomic,
+                true,
+                progress.clone(),
+                &mut on_applied,
+            )
+            .await?,
+        );
     }
     // What is still held back of the released changes had nothing left to commit.
     for (table, id) in &plan.release {
@@ -287,7 +389,30 @@ pub(crate) async fn commit_on_main(
     snapshot: iceberg::spec::Snapshot,
     attempt: u32,
 ) -> Result<crate::lake::TableState, CommitError> {
-    let (branch, reference) = main_branch(snapshot.snapshot_id());
+    commit_on(
+        lake,
+        ident,
+        md,
+        snapshot,
+        attempt,
+        iceberg::spec::MAIN_BRANCH,
+    )
+    .await
+}
+
+/// [`commit_on_main`] for branch `branch`, `md` being the branch's view of the table
+/// ([`crate::lake::on_branch`]): the branch must still be at `md`'s head (or still
+/// missing: this commit creates it).
+pub(crate) async fn commit_on(
+    lake: &crate::lake::Lake,
+    ident: &iceberg::TableIdent,
+    md: &iceberg::spec::TableMetadata,
+    snapshot: iceberg::spec::Snapshot,
+    attempt: u32,
+    branch: &str,
+) -> Result<crate::lake::TableState, CommitError> {
+    let (branch, reference) = crate::lake::snapshot::branch_at(branch, snapshot.snapshot_id());
+    let requirements = crate::lake::pin_on(md, &branch);
     let updates = vec![
         TableUpdate::AddSnapshot { snapshot },
         TableUpdate::SetSnapshotRef {
@@ -298,8 +423,7 @@ pub(crate) async fn commit_on_main(
     if attempt == 0 {
         fault_delay().await;
     }
-    lake.commit(ident, &crate::lake::pin_state(md), updates)
-        .await
+    lake.commit(ident, &requirements, updates).await
 }
 
 /// Waits before the next attempt after a commit conflict (50 ms, doubling).

@@ -77,12 +77,13 @@ pub async fn estimate(lake: &Lake, c: &MutationChange) -> Result<Option<u64>, St
 pub async fn apply_mutation(
     lake: &Lake,
     c: &MutationChange,
+    branch: &str,
 ) -> Result<(MutationOutcome, TableState), ApplyError> {
     let ident = c.ident();
     let result = crate::lake::retry_on_conflict(super::MAX_ATTEMPTS, |attempt| {
         let ident = ident.clone();
         async move {
-            let state = lake.load_existing(&ident).await?;
+            let state = lake.load_on(&ident, branch).await?;
             let md = &state.metadata;
             if lake.ledger(md).await?.changes.contains(&c.change_id) {
                 let outcome = MutationOutcome {
@@ -187,7 +188,7 @@ pub async fn apply_mutation(
                 overwrite_snapshot(lake.file_io(), md, &removed, added, props).await?
             };
             let snapshot_id = snapshot.snapshot_id();
-            let state = super::commit_on_main(lake, &ident, md, snapshot, attempt).await?;
+            let state = super::commit_on(lake, &ident, md, snapshot, attempt, branch).await?;
             Ok((
                 MutationOutcome {
                     snapshot_id: Some(snapshot_id),

@@ -205,6 +205,36 @@ impl SqlCatalog {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Compare-and-swaps of several tables in one SQLite transaction: all or none
+    /// (`false`, nothing changed, when any row no longer points at its `old`).
+    pub async fn compare_and_swap_all(
+        &self,
+        swaps: &[(String, String, String, String)],
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for (ns, table, old, new) in swaps {
+            let r = sqlx::query(
+                "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
+                 WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+                   AND metadata_location = ?",
+            )
+            .bind(new)
+            .bind(old)
+            .bind(&self.name)
+            .bind(ns)
+            .bind(table)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Every namespace: those with properties and those holding tables.
     pub async fn list_namespaces(&self) -> Result<Vec<String>, sqlx::Error> {
         let rows = sqlx::query(

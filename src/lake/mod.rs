@@ -287,6 +287,11 @@ impl Lake {
             .ok_or_else(|| LakeError::NoSuchTable(ident.to_string()))
     }
 
+    /// Loads a table as branch `branch` sees it ([`on_branch`]).
+    pub async fn load_on(&self, ident: &TableIdent, branch: &str) -> Result<TableState, LakeError> {
+        on_branch(self.load_existing(ident).await?, branch)
+    }
+
     /// Loads a table, or `None` when the catalog has no such table.
     pub async fn load_table(&self, ident: &TableIdent) -> Result<Option<TableState>, LakeError> {
         let catalog = match &self.backend {
@@ -661,6 +666,15 @@ impl Lake {
             }
             _ => None,
         });
+        // The table property names the newest ledger file of `main`: a snapshot
+        // committed to another branch (an audit or preview branch) leaves it alone.
+        let main_head = updates.iter().find_map(|u| match u {
+            TableUpdate::SetSnapshotRef {
+                ref_name,
+                reference,
+            } if ref_name == iceberg::spec::MAIN_BRANCH => Some(reference.snapshot_id),
+            _ => None,
+        });
         let mut pointer = None;
         let mut held = ledger::held_back(base);
         let held_before = held.len();
@@ -686,8 +700,11 @@ impl Lake {
             });
             // A lakectl client of this catalog (`serve`) already wrote the snapshot's
             // ledger file: it stands.
+            let to_main = main_head == Some(snapshot.snapshot_id());
             if let Some(path) = props.get(ledger::LEDGER) {
-                pointer = Some(path.clone());
+                if to_main {
+                    pointer = Some(path.clone());
+                }
                 out.push(u);
                 continue;
             }
@@ -738,7 +755,9 @@ impl Lake {
                 None => b.build(),
             };
             out.push(TableUpdate::AddSnapshot { snapshot: rebuilt });
-            pointer = Some(path);
+            if to_main {
+                pointer = Some(path);
+            }
         }
         if let (None, Some(target)) = (&pointer, moved_to) {
             let at = self.ledger_at(base, Some(target)).await?;
@@ -787,7 +806,10 @@ impl Lake {
             Backend::Sql(c) => c,
             Backend::Rest(c) => {
                 let (updates, written) = match self.load_table(ident).await? {
-                    Some(current) => self.record_ledger(&current.metadata, updates).await?,
+                    Some(current) => {
+                        stale_sequence(&current.metadata, &updates)?;
+                        self.record_ledger(&current.metadata, updates).await?
+                    }
                     None => (updates, Vec::new()),
                 };
                 let (location, metadata) = match c.commit(ident, requirements, &updates).await {
@@ -806,11 +828,38 @@ impl Lake {
                 });
             }
         };
+        let p = self.prepare(ident, requirements, updates).await?;
+        let swapped = catalog
+            .compare_and_swap(
+                &ident.namespace().join("."),
+                ident.name(),
+                &p.old_location,
+                &p.state.metadata_location,
+            )
+            .await?;
+        if !swapped {
+            self.discard(&p).await;
+            return Err(CommitError::Conflict(format!(
+                "{ident} changed while committing (metadata is no longer {})",
+                p.old_location
+            )));
+        }
+        Ok(p.state)
+    }
+
+    /// Steps 1–3 of the SQL catalog's commit: the new metadata file, written.
+    async fn prepare(
+        &self,
+        ident: &TableIdent,
+        requirements: &[TableRequirement],
+        updates: Vec<TableUpdate>,
+    ) -> Result<Prepared, CommitError> {
         let current = self.load_existing(ident).await?;
         for r in requirements {
             r.check(Some(&current.metadata))
                 .map_err(|e| CommitError::Conflict(e.message().to_string()))?;
         }
+        stale_sequence(&current.metadata, &updates)?;
         let (updates, written) = self.record_ledger(&current.metadata, updates).await?;
         let mut builder = current
             .metadata
@@ -823,30 +872,130 @@ impl Lake {
         let old: iceberg::MetadataLocation = current.metadata_location.parse()?;
         let new_location = old.with_next_version().with_new_metadata(&metadata);
         metadata.write_to(&self.file_io, &new_location).await?;
-        let new_location = new_location.to_string();
-        let swapped = catalog
-            .compare_and_swap(
-                &ident.namespace().join("."),
-                ident.name(),
-                &current.metadata_location,
-                &new_location,
-            )
-            .await?;
-        if !swapped {
-            // Best effort: the files are unreferenced; a failure to delete leaves orphans.
-            let _ = self.file_io.delete(&new_location).await;
-            self.remove_unreferenced(&written).await;
-            return Err(CommitError::Conflict(format!(
-                "{ident} changed while committing (metadata is no longer {})",
-                current.metadata_location
-            )));
-        }
-        Ok(TableState {
-            ident: ident.clone(),
-            metadata,
-            metadata_location: new_location,
+        Ok(Prepared {
+            old_location: current.metadata_location,
+            written,
+            state: TableState {
+                ident: ident.clone(),
+                metadata,
+                metadata_location: new_location.to_string(),
+            },
         })
     }
+
+    /// Best effort: the files of a commit that did not land are unreferenced; a
+    /// failure to delete leaves orphans.
+    async fn discard(&self, p: &Prepared) {
+        let _ = self.file_io.delete(&p.state.metadata_location).await;
+        self.remove_unreferenced(&p.written).await;
+    }
+
+    /// Whether [`Lake::commit_all`] can commit across tables here: always with the SQL
+    /// catalog; over REST when the server lists `POST /v1/{prefix}/transactions/commit`.
+    pub fn multi_table_commits(&self) -> Result<(), String> {
+        match &self.backend {
+            Backend::Sql(_) => Ok(()),
+            Backend::Rest(c) if c.transactions => Ok(()),
+            Backend::Rest(_) => Err(format!(
+                "the REST catalog at {} does not list `{}` in /v1/config's endpoints, so commits to several tables cannot be one transaction",
+                self.config.catalog_uri,
+                rest::TRANSACTIONS_ENDPOINT
+            )),
+        }
+    }
+
+    /// Commits to several tables as one catalog transaction: every commit lands or
+    /// none does. SQL catalog: each new metadata file is written, then one SQLite
+    /// transaction holds every compare-and-swap. REST: `POST /transactions/commit`. A
+    /// requirement that fails, or a table that moved, is a `Conflict` for all.
+    pub async fn commit_all(
+        &self,
+        commits: Vec<(TableIdent, Vec<TableRequirement>, Vec<TableUpdate>)>,
+    ) -> Result<(), CommitError> {
+        self.multi_table_commits()
+            .map_err(|e| CommitError::Failed(LakeError::Unsupported(e)))?;
+        let catalog = match &self.backend {
+            Backend::Sql(c) => c,
+            Backend::Rest(c) => {
+                let mut prepared = Vec::with_capacity(commits.len());
+                let mut written = Vec::new();
+                for (ident, requirements, updates) in commits {
+                    let (updates, w) = match self.load_table(&ident).await? {
+                        Some(current) => self.record_ledger(&current.metadata, updates).await?,
+                        None => (updates, Vec::new()),
+                    };
+                    written.extend(w);
+                    prepared.push((ident, requirements, updates));
+                }
+                let done = c.commit_transaction(&prepared).await;
+                if matches!(done, Err(CommitError::Conflict(_))) {
+                    self.remove_unreferenced(&written).await;
+                }
+                return done;
+            }
+        };
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(commits.len());
+        for (ident, requirements, updates) in commits {
+            match self.prepare(&ident, &requirements, updates).await {
+                Ok(p) => prepared.push(p),
+                Err(e) => {
+                    for p in &prepared {
+                        self.discard(p).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let swaps: Vec<(String, String, String, String)> = prepared
+            .iter()
+            .map(|p| {
+                (
+                    p.state.ident.namespace().join("."),
+                    p.state.ident.name().to_string(),
+                    p.old_location.clone(),
+                    p.state.metadata_location.clone(),
+                )
+            })
+            .collect();
+        if !catalog.compare_and_swap_all(&swaps).await? {
+            for p in &prepared {
+                self.discard(p).await;
+            }
+            return Err(CommitError::Conflict(
+                "a table changed while committing the transaction; none of it landed".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot built on metadata whose last sequence number another commit has since
+/// taken (a commit to another branch moves it without moving `main`, so no ref
+/// requirement catches it) is a `Conflict`: built again on fresh state, it gets the
+/// next number. Iceberg requires each new snapshot's number to be above the last.
+fn stale_sequence(current: &TableMetadata, updates: &[TableUpdate]) -> Result<(), CommitError> {
+    for u in updates {
+        if let TableUpdate::AddSnapshot { snapshot } = u {
+            if current.format_version() != iceberg::spec::FormatVersion::V1
+                && snapshot.sequence_number() <= current.last_sequence_number()
+            {
+                return Err(CommitError::Conflict(format!(
+                    "snapshot {} has sequence number {}, but the table is at {} (another writer committed meanwhile)",
+                    snapshot.snapshot_id(),
+                    snapshot.sequence_number(),
+                    current.last_sequence_number()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A commit's new metadata file, written but not yet swapped in.
+struct Prepared {
+    old_location: String,
+    written: Vec<String>,
+    state: TableState,
 }
 
 /// The refs of a table (branches and tags).
@@ -915,6 +1064,69 @@ pub fn pin_state(md: &TableMetadata) -> Vec<TableRequirement> {
             default_sort_order_id: md.default_sort_order_id(),
         },
     ]
+}
+
+/// Branches of audited applies are named `lakectl/audit/<apply id>`; expiry removes
+/// them once their head is older than its age.
+pub const AUDIT_PREFIX: &str = "lakectl/audit/";
+
+/// A table as branch `branch` sees it: in memory only (never written), `main` is moved
+/// to the branch's head, so a data change reads, and builds its snapshot on, the
+/// branch exactly as it does on `main`. A branch the table does not have yet reads as
+/// `main` (it is created from `main` by the first commit to it: [`pin_on`]).
+pub fn on_branch(state: TableState, branch: &str) -> Result<TableState, LakeError> {
+    if branch == iceberg::spec::MAIN_BRANCH {
+        return Ok(state);
+    }
+    let Some(head) = refs(&state.metadata).remove(branch) else {
+        return Ok(state);
+    };
+    if !head.is_branch() {
+        return Err(LakeError::Unsupported(format!(
+            "{}: `{branch}` is a tag, not a branch",
+            state.ident
+        )));
+    }
+    let (main, reference) = snapshot::main_branch(head.snapshot_id);
+    let metadata = state
+        .metadata
+        .into_builder(None)
+        .set_ref(&main, reference)?
+        .build()?
+        .metadata;
+    Ok(TableState { metadata, ..state })
+}
+
+/// [`pin_state`] for a commit to `branch` of the view `md` ([`on_branch`]): the branch
+/// must still be at the view's head, or still missing when the view is `main`'s; every
+/// other pin as `pin_state`.
+pub fn pin_on(md: &TableMetadata, branch: &str) -> Vec<TableRequirement> {
+    let mut pins = pin_state(md);
+    if branch != iceberg::spec::MAIN_BRANCH {
+        let head = md.snapshot_for_ref(branch).map(|s| s.snapshot_id());
+        for p in pins.iter_mut() {
+            if let TableRequirement::RefSnapshotIdMatch { r#ref, snapshot_id } = p {
+                *r#ref = branch.to_string();
+                *snapshot_id = head;
+            }
+        }
+    }
+    pins
+}
+
+/// Whether `ancestor` is `head` or one of its ancestors in `md`.
+pub fn is_ancestor(md: &TableMetadata, ancestor: Option<i64>, head: i64) -> bool {
+    let Some(ancestor) = ancestor else {
+        return true;
+    };
+    let mut next = Some(head);
+    while let Some(id) = next {
+        if id == ancestor {
+            return true;
+        }
+        next = md.snapshot_by_id(id).and_then(|s| s.parent_snapshot_id());
+    }
+    false
 }
 
 /// Runs `attempt` until it does not return a `Conflict`, with exponential backoff and

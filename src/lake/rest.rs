@@ -22,7 +22,13 @@ pub struct RestClient {
     /// The OAuth2 token in use (fetched on first use, refreshed before it expires).
     issued: tokio::sync::Mutex<Option<Issued>>,
     http: reqwest::Client,
+    /// `/v1/config` lists `POST /v1/{prefix}/transactions/commit`: commits across tables
+    /// in one transaction.
+    pub transactions: bool,
 }
+
+/// The endpoint of multi-table commits, as `/v1/config`'s `endpoints` names it.
+pub const TRANSACTIONS_ENDPOINT: &str = "POST /v1/{prefix}/transactions/commit";
 
 fn err(e: impl std::fmt::Display) -> LakeError {
     LakeError::Unsupported(format!("REST catalog: {e}"))
@@ -69,6 +75,7 @@ impl RestClient {
             headers: auth::extra_headers(props),
             issued: Default::default(),
             http: reqwest::Client::new(),
+            transactions: false,
         };
         let query: Vec<(&str, &str)> = props
             .get("warehouse")
@@ -88,6 +95,9 @@ impl RestClient {
         {
             c.prefix = p.trim_matches('/').to_string();
         }
+        c.transactions = cfg["endpoints"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x.as_str() == Some(TRANSACTIONS_ENDPOINT)));
         Ok(c)
     }
 
@@ -290,6 +300,39 @@ impl RestClient {
             .map_err(CommitError::Failed)?;
         match r.status() {
             s if s.is_success() => Ok(Self::parse(r.json().await.map_err(err)?)?),
+            StatusCode::CONFLICT => Err(CommitError::Conflict(message(r).await)),
+            _ => Err(CommitError::Failed(err(message(r).await))),
+        }
+    }
+
+    /// Commits to several tables in one transaction (`POST /transactions/commit`): all
+    /// land or none; a failed requirement of any is a `Conflict`.
+    pub async fn commit_transaction(
+        &self,
+        commits: &[(TableIdent, Vec<TableRequirement>, Vec<TableUpdate>)],
+    ) -> Result<(), CommitError> {
+        let changes: Vec<serde_json::Value> = commits
+            .iter()
+            .map(|(ident, requirements, updates)| {
+                json!({
+                    "identifier": {"namespace": ident.namespace().clone().inner(), "name": ident.name()},
+                    "requirements": requirements,
+                    "updates": updates,
+                })
+            })
+            .collect();
+        let body = json!({ "table-changes": changes });
+        let r = self
+            .send(
+                reqwest::Method::POST,
+                &self.url("transactions/commit"),
+                &[],
+                Some(&body),
+            )
+            .await
+            .map_err(CommitError::Failed)?;
+        match r.status() {
+            s if s.is_success() => Ok(()),
             StatusCode::CONFLICT => Err(CommitError::Conflict(message(r).await)),
             _ => Err(CommitError::Failed(err(message(r).await))),
         }

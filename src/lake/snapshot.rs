@@ -66,8 +66,13 @@ fn record_structure(summary: &mut std::collections::HashMap<String, String>, md:
 
 /// The ref update that makes `snapshot_id` the head of `main`.
 pub fn main_branch(snapshot_id: i64) -> (String, SnapshotReference) {
+    branch_at(MAIN_BRANCH, snapshot_id)
+}
+
+/// The ref update that makes `snapshot_id` the head of branch `name`.
+pub fn branch_at(name: &str, snapshot_id: i64) -> (String, SnapshotReference) {
     (
-        MAIN_BRANCH.to_string(),
+        name.to_string(),
         SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)),
     )
 }

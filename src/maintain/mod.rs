@@ -397,6 +397,11 @@ pub fn expiry_selection(
             SnapshotRetention::Tag {
                 max_ref_age_ms: Some(age),
             } => name != "main" && ts + age < now_ms,
+            // An audit branch left by a failed check (or a crash before its publish)
+            // lives as long as the snapshots expiry keeps by age.
+            SnapshotRetention::Branch { .. } => {
+                name.starts_with(crate::lake::AUDIT_PREFIX) && ts < now_ms - max_age_ms
+            }
             _ => false,
         };
         if gone {

@@ -379,6 +379,23 @@ impl ManifestSet {
         t.value.spec.maintenance.over(&defaults)
     }
 
+    /// How a table's data changes reach `main`: its own `publish`, else the
+    /// Lakehouse's, else `direct`.
+    pub fn publish_of(&self, t: &Located<TableManifest>) -> PublishMode {
+        t.value
+            .spec
+            .publish
+            .or_else(|| self.lakehouses.first().and_then(|l| l.value.spec.publish))
+            .unwrap_or_default()
+    }
+
+    /// The Lakehouse's `atomicPublish`.
+    pub fn atomic_publish(&self) -> bool {
+        self.lakehouses
+            .first()
+            .is_some_and(|l| l.value.spec.atomic_publish)
+    }
+
     /// Every semantic problem in the set (empty when valid).
     pub fn validate(&self) -> Vec<Diagnostic> {
         let mut errors = Vec::new();
@@ -683,6 +700,7 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
     }
 
     validate_mutations(t, errors);
+    validate_checks(t, errors);
 
     // Properties.
     for key in m.spec.properties.keys() {
@@ -691,6 +709,138 @@ fn validate_table(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
                 &child("spec.properties", key),
                 format!("property `{key}` is reserved: lakectl writes the `lakectl.` keys itself"),
             ));
+        }
+    }
+}
+
+/// `spec.checks`: unique names, exactly one kind each, columns that exist.
+fn validate_checks(t: &Located<TableManifest>, errors: &mut Vec<Diagnostic>) {
+    let m = &t.value;
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let column = |path: &str, name: &str, errors: &mut Vec<Diagnostic>| {
+        if let Err(e) = resolve_column(&m.spec.columns, name) {
+            errors.push(t.error_at(path, e));
+        }
+    };
+    for (i, c) in m.spec.checks.iter().enumerate() {
+        let path = item("spec.checks", i);
+        if c.name.trim().is_empty() {
+            errors.push(t.error_at(&child(&path, "name"), "a check needs a name"));
+        } else if let Some(first) = names.insert(c.name.as_str(), i) {
+            errors.push(t.error_at(
+                &child(&path, "name"),
+                format!(
+                    "check `{}` is already declared at {}",
+                    c.name,
+                    t.where_is(&child(&item("spec.checks", first), "name"))
+                ),
+            ));
+        }
+        let kinds = c.kinds();
+        if kinds.len() != 1 {
+            errors.push(t.error_at(
+                &path,
+                format!(
+                    "check `{}` needs exactly one of unique, notNull, acceptedValues, rowCount, freshness, sql (has {})",
+                    c.name,
+                    if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
+                ),
+            ));
+            continue;
+        }
+        if let Some(cols) = &c.unique {
+            if cols.is_empty() && m.spec.identifier_fields.is_empty() {
+                errors.push(t.error_at(
+                    &child(&path, "unique"),
+                    format!(
+                        "check `{}`: `unique: []` means the table's identifierFields, and it has none",
+                        c.name
+                    ),
+                ));
+            }
+            for (j, col) in cols.iter().enumerate() {
+                column(&item(&child(&path, "unique"), j), col, errors);
+            }
+        }
+        if let Some(cols) = &c.not_null {
+            if cols.is_empty() {
+                errors.push(t.error_at(&child(&path, "notNull"), "notNull needs a column"));
+            }
+            for (j, col) in cols.iter().enumerate() {
+                column(&item(&child(&path, "notNull"), j), col, errors);
+            }
+        }
+        if let Some(map) = &c.accepted_values {
+            if map.is_empty() {
+                errors.push(t.error_at(
+                    &child(&path, "acceptedValues"),
+                    "acceptedValues needs a column and its values",
+                ));
+            }
+            for (col, values) in map {
+                let at = child(&child(&path, "acceptedValues"), col);
+                column(&at, col, errors);
+                if values.is_empty() {
+                    errors.push(t.error_at(&at, format!("no accepted values for `{col}`")));
+                }
+            }
+        }
+        if let Some(r) = &c.row_count {
+            let at = child(&path, "rowCount");
+            if r.min.is_none() && r.max.is_none() && r.max_change_percent.is_none() {
+                errors.push(t.error_at(&at, "rowCount needs min, max or maxChangePercent"));
+            }
+            if let (Some(lo), Some(hi)) = (r.min, r.max) {
+                if lo > hi {
+                    errors.push(t.error_at(&at, format!("rowCount: min {lo} is above max {hi}")));
+                }
+            }
+            if r.max_change_percent
+                .is_some_and(|p| !(p >= 0.0 && p.is_finite()))
+            {
+                errors.push(t.error_at(
+                    &child(&at, "maxChangePercent"),
+                    "maxChangePercent is a percentage ≥ 0",
+                ));
+            }
+        }
+        if let Some(f) = &c.freshness {
+            let at = child(&path, "freshness");
+            match resolve_column(&m.spec.columns, &f.column) {
+                Err(e) => errors.push(t.error_at(&child(&at, "column"), e)),
+                Ok(r)
+                    if !matches!(
+                        r.ty,
+                        TypeExpr::Primitive(
+                            PrimitiveType::Timestamp
+                                | PrimitiveType::Timestamptz
+                                | PrimitiveType::TimestampNs
+                                | PrimitiveType::TimestamptzNs
+                                | PrimitiveType::Date
+                        )
+                    ) =>
+                {
+                    errors.push(t.error_at(
+                        &child(&at, "column"),
+                        format!(
+                            "freshness column `{}` is {}, not a timestamp or a date",
+                            f.column, r.ty
+                        ),
+                    ))
+                }
+                Ok(_) => {}
+            }
+            if !(f.max_age_hours > 0.0 && f.max_age_hours.is_finite()) {
+                errors.push(t.error_at(&child(&at, "maxAgeHours"), "maxAgeHours must be > 0"));
+            }
+        }
+        if let Some(q) = &c.sql {
+            if !q.contains("{table}") {
+                errors.push(t.error_at(
+                    &child(&path, "sql"),
+                    format!("check `{}`: the query must read `{{table}}`", c.name),
+                ));
+            }
         }
     }
 }

@@ -94,6 +94,142 @@ pub struct TableSpec {
     /// once a threshold is crossed. Overrides the Lakehouse's defaults field by field.
     #[serde(default, skip_serializing_if = "MaintenanceSpec::is_default")]
     pub maintenance: MaintenanceSpec,
+    /// Declared checks of the table's data: run on the staged data before an audited
+    /// publish, by `lakectl check` on `main`, and reported by `watch`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
+    /// How data changes reach `main`: `direct` (each commits to `main`), or `audited`
+    /// (staged on a branch, checked there, published by fast-forwarding `main`). Default:
+    /// the Lakehouse's `publish`, else `direct`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishMode>,
+}
+
+/// `spec.publish`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Data changes commit to `main` at once.
+    #[default]
+    Direct,
+    /// Data changes commit to a branch `lakectl/audit/<apply id>`; `main` is
+    /// fast-forwarded to it only when the error-level checks pass.
+    Audited,
+}
+
+/// One declared check: a name, exactly one kind (`unique`, `notNull`,
+/// `acceptedValues`, `rowCount`, `freshness`, `sql`) and a severity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CheckSpec {
+    /// Unique within the table; names the check in output and in `/status`.
+    pub name: String,
+    /// No two rows share these columns' values (empty list: the table's
+    /// `identifierFields`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<Vec<String>>,
+    /// These columns are never null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_null: Option<Vec<String>>,
+    /// Each column's non-null values are among the listed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_values: Option<BTreeMap<String, Vec<CheckValue>>>,
+    /// The number of rows: at least `min`, at most `max`, and changed by at most
+    /// `maxChangePercent` against `main` before the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<RowCountCheck>,
+    /// The newest value of a timestamp (or date) column is at most `maxAgeHours` old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<FreshnessCheck>,
+    /// A query returning one boolean (true: passes); `{table}` names the table checked,
+    /// e.g. `select count(*) = 0 from {table} where qty < 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// `error` (default): a failure stops the publish; `warn`: reported, published.
+    #[serde(default, skip_serializing_if = "Severity::is_error")]
+    pub severity: Severity,
+}
+
+/// A value of `acceptedValues`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CheckValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl CheckValue {
+    /// The value as a SQL literal.
+    pub fn sql_literal(&self) -> String {
+        match self {
+            CheckValue::Bool(b) => b.to_string(),
+            CheckValue::Int(i) => i.to_string(),
+            CheckValue::Float(f) => format!("{f:?}"),
+            CheckValue::Text(s) => format!("'{}'", s.replace('\'', "''")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RowCountCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+    /// Largest change of the row count, in percent of the count on `main` before the
+    /// change (not checked when `main` was empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_change_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FreshnessCheck {
+    pub column: String,
+    pub max_age_hours: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Error,
+    Warn,
+}
+
+impl Severity {
+    pub fn is_error(&self) -> bool {
+        *self == Severity::Error
+    }
+}
+
+impl CheckSpec {
+    /// The kinds set (exactly one is valid).
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        if self.unique.is_some() {
+            k.push("unique");
+        }
+        if self.not_null.is_some() {
+            k.push("notNull");
+        }
+        if self.accepted_values.is_some() {
+            k.push("acceptedValues");
+        }
+        if self.row_count.is_some() {
+            k.push("rowCount");
+        }
+        if self.freshness.is_some() {
+            k.push("freshness");
+        }
+        if self.sql.is_some() {
+            k.push("sql");
+        }
+        k
+    }
 }
 
 /// `spec.maintenance`: what keeps a table healthy. A block that is present is on.
@@ -901,6 +1037,13 @@ pub struct LakehouseSpec {
     /// by field.
     #[serde(default, skip_serializing_if = "MaintenanceSpec::is_default")]
     pub maintenance: MaintenanceSpec,
+    /// The default `publish` of every table (a table's own `spec.publish` wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishMode>,
+    /// Publish every audited table of an apply in one catalog transaction (as
+    /// `apply --atomic`): one failing check publishes nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub atomic_publish: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -935,6 +1078,7 @@ pub enum CatalogType {
 /// Any manifest document: the JSON Schema editors validate against.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // only ever built for the JSON Schema
 pub enum AnyManifest {
     Table(TableManifest),
     Lakehouse(LakehouseManifest),

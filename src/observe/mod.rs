@@ -73,6 +73,17 @@ pub async fn observe(
     set: &ManifestSet,
     config: &LakeConfig,
 ) -> Result<Actual, LakeError> {
+    observe_on(lake, set, config, None).await
+}
+
+/// [`observe`] with each table's data as branch `branch` has it (`plan --branch`): a
+/// table without the branch reads as `main`, from which the branch would be made.
+pub async fn observe_on(
+    lake: Option<&Lake>,
+    set: &ManifestSet,
+    config: &LakeConfig,
+    branch: Option<&str>,
+) -> Result<Actual, LakeError> {
     let mut actual = Actual::default();
     // Local listings need no ledger (but `listing: lexical`): they run on the blocking
     // pool while the tables and ledgers are read.
@@ -95,7 +106,7 @@ pub async fn observe(
         }
     }
     if let Some(lake) = lake {
-        observe_tables(lake, set, &mut actual).await?;
+        observe_tables(lake, set, &mut actual, branch).await?;
         for (name, state) in &actual.tables {
             actual
                 .ledgers
@@ -179,6 +190,7 @@ async fn observe_tables(
     lake: &Lake,
     set: &ManifestSet,
     actual: &mut Actual,
+    branch: Option<&str>,
 ) -> Result<(), LakeError> {
     for t in &set.tables {
         let ns = namespace_ident(&t.value);
@@ -187,7 +199,11 @@ async fn observe_tables(
             e.insert(lake.namespace_exists(&ns).await?);
         }
         let ident = table_ident(&t.value);
-        if let Some(state) = lake.load_table(&ident).await? {
+        let state = match lake.load_table(&ident).await? {
+            Some(s) => Some(crate::lake::on_branch(s, branch.unwrap_or("main"))?),
+            None => None,
+        };
+        if let Some(state) = state {
             let m = set.maintenance_of(t);
             let needs_files = m.compaction.is_some() || m.manifests.is_some();
             if !t.value.spec.mutations.is_empty() || needs_files {

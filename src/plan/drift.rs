@@ -462,6 +462,8 @@ pub fn manifest_of(namespace: &str, name: &str, md: &TableMetadata) -> TableMani
             mutations: Vec::new(),
             retention: Default::default(),
             maintenance: Default::default(),
+            checks: Vec::new(),
+            publish: None,
         },
     }
 }

@@ -107,6 +107,60 @@ pub struct Plan {
     pub release: Vec<(String, String)>,
     /// Per table, what changed outside lakectl (tables without drift are left out).
     pub drift: Vec<drift::Drift>,
+    /// Per declared table: how its data changes are published and what is checked.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit: BTreeMap<String, TableAudit>,
+    /// Publish every audited table in one catalog transaction (`atomicPublish`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub atomic: bool,
+}
+
+/// A table's write-audit-publish settings, from its manifest.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableAudit {
+    pub publish: crate::manifest::types::PublishMode,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::manifest::types::CheckSpec>,
+    /// The table's identifierFields (what `unique: []` checks).
+    #[serde(skip)]
+    pub identifier_fields: Vec<String>,
+}
+
+/// The write-audit-publish settings of every declared table with checks or an
+/// audited publish.
+pub fn audits(set: &ManifestSet) -> BTreeMap<String, TableAudit> {
+    set.tables
+        .iter()
+        .filter(|t| !t.value.spec.checks.is_empty() || set.publish_of(t) != Default::default())
+        .map(|t| {
+            (
+                t.table_name(),
+                TableAudit {
+                    publish: set.publish_of(t),
+                    checks: t.value.spec.checks.clone(),
+                    identifier_fields: t.value.spec.identifier_fields.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+impl Plan {
+    /// A plan of these changes with the settings of `self` (and no errors, hints, held
+    /// back or drift): `watch` applies a table's changes one plan at a time.
+    pub fn with_changes(&self, changes: Vec<Change>) -> Plan {
+        Plan {
+            lakehouse: self.lakehouse.clone(),
+            changes,
+            errors: Vec::new(),
+            hints: Vec::new(),
+            held_back: Vec::new(),
+            release: Vec::new(),
+            drift: Vec::new(),
+            audit: self.audit.clone(),
+            atomic: self.atomic,
+        }
+    }
 }
 
 /// A change the manifests still declare that a rollback took out.
@@ -682,6 +736,8 @@ pub fn diff_with(
         held_back: Vec::new(),
         release: Vec::new(),
         drift: Vec::new(),
+        audit: audits(set),
+        atomic: set.atomic_publish(),
     };
     // Held-back changes per table, less those released by `--reapply`.
     let mut held: HashMap<String, Vec<ledger::HeldBack>> = HashMap::new();

@@ -342,6 +342,32 @@ pub fn text(plan: &Plan, style: Style) -> String {
     if !plan.held_back.is_empty() {
         out.push('\n');
     }
+    let mut audited = false;
+    for (table, a) in &plan.audit {
+        let staged = plan.changes.iter().any(|c| {
+            matches!(c, Change::Ingest(_) | Change::Mutation(_)) && c.table() == Some(table)
+        });
+        if staged && a.publish == crate::manifest::types::PublishMode::Audited {
+            audited = true;
+            let _ = writeln!(
+                out,
+                "{} {table}: data changes are staged on a branch `lakectl/audit/…` and published to main {}",
+                style.yellow("audited:"),
+                if a.checks.is_empty() {
+                    "at once (no checks declared)".to_string()
+                } else {
+                    format!(
+                        "only if its {} check(s) pass{}",
+                        a.checks.len(),
+                        if plan.atomic { " (all tables in one transaction)" } else { "" }
+                    )
+                }
+            );
+        }
+    }
+    if audited {
+        out.push('\n');
+    }
     for h in &plan.hints {
         let _ = writeln!(out, "{} {h}", style.yellow("hint:"));
     }
@@ -657,4 +683,121 @@ pub fn json(plan: &Plan) -> serde_json::Value {
             "applicable": plan.errors.is_empty(),
         },
     })
+}
+
+/// `--output markdown`: the plan as a GitHub-flavoured Markdown pull-request comment.
+/// Each change is a row of a table (destructive ones marked), each schema diff a
+/// collapsible block, then the checks (failures marked, with sample rows) and the full
+/// text plan, collapsed.
+pub fn markdown(
+    plan: &Plan,
+    checks: &[crate::apply::publish::TableChecks],
+    branch: Option<&str>,
+) -> String {
+    let plain = Style { color: false };
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### lakectl plan{}\n",
+        branch
+            .map(|b| format!(" against branch `{b}`"))
+            .unwrap_or_default()
+    );
+    for e in &plan.errors {
+        let _ = writeln!(out, "> [!CAUTION]\n> **error:** {}\n", cell(&e.to_string()));
+    }
+    if plan.changes.is_empty() {
+        out.push_str("No changes. The lakehouse matches the manifests.\n\n");
+    } else {
+        let _ = writeln!(out, "**{}**\n", summary_line(plan).trim());
+        out.push_str("| | change | table |\n|---|---|---|\n");
+        for c in &plan.changes {
+            let one = text(&plan.with_changes(vec![c.clone()]), plain);
+            let line = one
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default()
+                .trim();
+            let (mark, extra) = match c {
+                Change::Table(t) if !t.destructive.is_empty() => (
+                    "⚠️",
+                    format!(" — **destructive:** {}", t.destructive.join("; ")),
+                ),
+                Change::Revert(_) => ("⚠️", " — **destructive**".to_string()),
+                Change::Table(t) if t.create => ("➕", String::new()),
+                _ => ("✏️", String::new()),
+            };
+            let _ = writeln!(
+                out,
+                "| {mark} | {}{} | `{}` |",
+                cell(line),
+                cell(&extra),
+                c.table().unwrap_or_default()
+            );
+        }
+        out.push('\n');
+        for c in &plan.changes {
+            if let Change::Table(t) = c {
+                if !t.create && t.schema_before != t.schema_after {
+                    let _ = writeln!(
+                        out,
+                        "<details><summary>Schema diff of <code>{}</code></summary>\n\n```diff\n{}```\n\n</details>\n",
+                        t.table,
+                        schema_diff(&t.schema_before, &t.schema_after, plain)
+                            .lines()
+                            .map(|l| l.strip_prefix("      ").unwrap_or(l).to_string() + "\n")
+                            .collect::<String>()
+                    );
+                }
+            }
+        }
+    }
+    if !checks.is_empty() {
+        let _ = writeln!(out, "#### Checks\n");
+        out.push_str("| | table | check | result |\n|---|---|---|---|\n");
+        for t in checks {
+            for r in &t.results {
+                let mark = if r.passed {
+                    "✅"
+                } else if r.blocks() {
+                    "❌ **failing**"
+                } else {
+                    "⚠️ warn"
+                };
+                let _ = writeln!(
+                    out,
+                    "| {mark} | `{}` on `{}` | {} ({}) | {} |",
+                    t.table,
+                    t.branch,
+                    cell(&r.name),
+                    r.kind,
+                    cell(&r.message)
+                );
+            }
+        }
+        out.push('\n');
+        for t in checks {
+            for r in t
+                .results
+                .iter()
+                .filter(|r| !r.passed && !r.samples.is_empty())
+            {
+                let rows: Vec<String> = r.samples.iter().map(|s| s.to_string()).collect();
+                let _ = writeln!(
+                    out,
+                    "<details><summary>Sample rows failing <code>{}</code> of <code>{}</code></summary>\n\n```json\n{}\n```\n\n</details>\n",
+                    r.name,
+                    t.table,
+                    rows.join("\n")
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "<details><summary>Full plan</summary>\n\n```\n{}```\n\n</details>",
+        text(plan, plain)
+    );
+    out
 }

@@ -19,6 +19,8 @@ use iceberg_datafusion::IcebergStaticTableProvider;
 
 use crate::lake::{Lake, LakeError, TableState};
 
+pub mod checks;
+
 /// Which snapshot of each table to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsOf {
@@ -145,6 +147,42 @@ pub async fn session_noting(
     Ok((ctx, empty_then))
 }
 
+/// A DataFusion session with every table registered as ref `name` (a branch or a
+/// tag) has it; a table without that ref reads as `main`. Returns the tables that
+/// have it.
+pub async fn session_on_ref(
+    lake: &Lake,
+    name: &str,
+) -> Result<(SessionContext, Vec<String>), QueryError> {
+    let ctx = SessionContext::new();
+    let catalog = ctx
+        .catalog("datafusion")
+        .ok_or_else(|| QueryError::AsOf("no default catalog".into()))?;
+    let mut having = Vec::new();
+    for ident in lake.list_tables().await? {
+        let Some(state) = lake.load_table(&ident).await? else {
+            continue;
+        };
+        let ns = ident.namespace().join(".");
+        if catalog.schema(&ns).is_none() {
+            catalog.register_schema(&ns, Arc::new(MemorySchemaProvider::new()))?;
+        }
+        let snapshot = match state.metadata.snapshot_for_ref(name) {
+            Some(s) => {
+                having.push(format!("{ns}.{}", ident.name()));
+                Some(s.snapshot_id())
+            }
+            None => state.metadata.current_snapshot_id(),
+        };
+        let provider = provider_at(lake, &state, snapshot, pushdown_enabled()).await?;
+        ctx.register_table(
+            TableReference::partial(ns, ident.name().to_string()),
+            provider,
+        )?;
+    }
+    Ok((ctx, having))
+}
+
 /// The tables (`namespace.table`) `sql` reads, as far as they can be told from it.
 pub fn tables_read(ctx: &SessionContext, sql: &str) -> Vec<String> {
     let state = ctx.state();
@@ -167,6 +205,17 @@ async fn provider(
     as_of: Option<AsOf>,
     pushdown: bool,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
+    let snapshot = snapshot_for(&state.metadata, as_of).map_err(QueryError::AsOf)?;
+    provider_at(lake, state, snapshot, pushdown).await
+}
+
+/// The table as of `snapshot` (`None`: empty, with the current schema).
+async fn provider_at(
+    lake: &Lake,
+    state: &TableState,
+    snapshot: Option<i64>,
+    pushdown: bool,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
     let table = Table::builder()
         .file_io(lake.file_io().clone())
         .metadata_location(state.metadata_location.clone())
@@ -175,7 +224,6 @@ async fn provider(
         .readonly(true)
         .runtime(iceberg::Runtime::try_current()?)
         .build()?;
-    let snapshot = snapshot_for(&state.metadata, as_of).map_err(QueryError::AsOf)?;
     Ok(match snapshot {
         Some(id) => Arc::new(ExactPushdown {
             inner: Arc::new(

@@ -454,7 +454,14 @@ pub async fn upload(
         key: key_columns,
         matching_keys: None,
     };
-    match crate::apply::ingest::apply_ingest(&s.lake, &change, Arc::new(())).await {
+    match crate::apply::ingest::apply_ingest(
+        &s.lake,
+        &change,
+        Arc::new(()),
+        iceberg::spec::MAIN_BRANCH,
+    )
+    .await
+    {
         Ok((outcome, _)) => {
             let appended = outcome.files > 0;
             if appended {

@@ -58,6 +58,7 @@ pub fn routes() -> Router<Arc<AppState>> {
                 .delete(drop_table),
         )
         .route("/catalog/v1/tables/rename", post(rename_table))
+        .route("/catalog/v1/transactions/commit", post(commit_transaction))
         .route(super::TOKEN_PATH, post(issue_token))
 }
 
@@ -212,8 +213,27 @@ fn no_table(ident: &TableIdent) -> RestError {
     )
 }
 
+/// The endpoints this catalog implements, as the REST spec names them in
+/// `/v1/config` (clients use only those listed).
+const ENDPOINTS: &[&str] = &[
+    "GET /v1/{prefix}/namespaces",
+    "POST /v1/{prefix}/namespaces",
+    "GET /v1/{prefix}/namespaces/{namespace}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}",
+    "DELETE /v1/{prefix}/namespaces/{namespace}",
+    "POST /v1/{prefix}/namespaces/{namespace}/properties",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "POST /v1/{prefix}/tables/rename",
+    crate::lake::rest::TRANSACTIONS_ENDPOINT,
+];
+
 async fn config() -> Json<serde_json::Value> {
-    Json(json!({"defaults": {}, "overrides": {}}))
+    Json(json!({"defaults": {}, "overrides": {}, "endpoints": ENDPOINTS}))
 }
 
 async fn list_namespaces(State(s): Shared) -> Result<Json<serde_json::Value>, RestError> {
@@ -466,6 +486,65 @@ async fn commit_table(
             m,
         )),
         Err(CommitError::Failed(LakeError::NoSuchTable(_))) => Err(no_table(&ident)),
+        Err(CommitError::Failed(LakeError::Iceberg(e)))
+            if e.kind() == iceberg::ErrorKind::DataInvalid
+                || e.kind() == iceberg::ErrorKind::PreconditionFailed =>
+        {
+            Err(bad(e))
+        }
+        Err(e) => Err(server(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct TableChange {
+    identifier: Identifier,
+    #[serde(default)]
+    requirements: Vec<TableRequirement>,
+    updates: Vec<TableUpdate>,
+}
+
+#[derive(Deserialize)]
+struct Identifier {
+    namespace: Vec<String>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct CommitTransaction {
+    #[serde(rename = "table-changes")]
+    table_changes: Vec<TableChange>,
+}
+
+/// `POST /v1/transactions/commit`: commits to several tables, all or none (one SQLite
+/// transaction over their compare-and-swaps). 204 when all landed; 409 when any
+/// requirement failed or a table moved meanwhile, nothing committed.
+async fn commit_transaction(
+    State(s): Shared,
+    req: Result<Json<CommitTransaction>, JsonRejection>,
+) -> Result<StatusCode, RestError> {
+    let req = body(req)?;
+    let mut commits = Vec::with_capacity(req.table_changes.len());
+    for c in req.table_changes {
+        let ns = NamespaceIdent::from_vec(c.identifier.namespace).map_err(bad)?;
+        commits.push((
+            TableIdent::new(ns, c.identifier.name),
+            c.requirements,
+            c.updates,
+        ));
+    }
+    match s.lake.commit_all(commits).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(CommitError::Conflict(m)) => Err(RestError::new(
+            StatusCode::CONFLICT,
+            "CommitFailedException",
+            m,
+        )),
+        Err(CommitError::Failed(LakeError::NoSuchTable(t))) => Err(RestError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchTableException",
+            format!("table {t} does not exist"),
+        )),
         Err(CommitError::Failed(LakeError::Iceberg(e)))
             if e.kind() == iceberg::ErrorKind::DataInvalid
                 || e.kind() == iceberg::ErrorKind::PreconditionFailed =>

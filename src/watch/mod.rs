@@ -66,6 +66,33 @@ pub struct TableStatus {
     /// The last time maintenance was due (`spec.maintenance.every`) and what it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_maintenance: Option<MaintenanceStatus>,
+    /// The table's checks as last run (before a publish, or after a direct apply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_checks: Option<ChecksStatus>,
+}
+
+/// The last check results of a table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChecksStatus {
+    /// RFC 3339.
+    pub at: String,
+    /// Where they ran: `main` or the audit branch.
+    pub branch: String,
+    pub snapshot_id: Option<i64>,
+    pub passed: bool,
+    pub results: Vec<crate::query::checks::CheckResult>,
+}
+
+impl ChecksStatus {
+    fn of(c: &crate::apply::publish::TableChecks) -> ChecksStatus {
+        ChecksStatus {
+            at: now_rfc3339(),
+            branch: c.branch.clone(),
+            snapshot_id: c.snapshot_id,
+            passed: c.failures().next().is_none(),
+            results: c.results.clone(),
+        }
+    }
 }
 
 /// When maintenance last ran for a table, and its result.
@@ -156,6 +183,10 @@ struct Shared {
     /// Per table with declared maintenance, when it is due again: the loop wakes then,
     /// with no new input and long before the resync interval.
     maintenance_due: Mutex<HashMap<String, Instant>>,
+    /// Per audited table whose checks failed: the changes that failed them. The same
+    /// changes are not staged again (each try would leave a branch) until the manifests
+    /// or the sources change.
+    failed_checks: Mutex<HashMap<String, String>>,
 }
 
 /// How often a table's maintenance runs under `watch` (`spec.maintenance.every`,
@@ -230,6 +261,7 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
         counters: Counters::default(),
         maintained: Mutex::new(HashMap::new()),
         maintenance_due: Mutex::new(HashMap::new()),
+        failed_checks: Mutex::new(HashMap::new()),
     });
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -443,6 +475,7 @@ async fn reconcile_once(
         drift: Vec::new(),
         last_reconcile: now_rfc3339(),
         last_maintenance: previous.as_ref().and_then(|p| p.last_maintenance.clone()),
+        last_checks: previous.as_ref().and_then(|p| p.last_checks.clone()),
     };
     let degraded = |reason: &str, message: String| {
         shared.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -555,20 +588,50 @@ async fn reconcile_once(
     // Apply change by change, so a stop request waits for the current commit only.
     let mut reverted = false;
     let mut maintenance_done: Vec<String> = Vec::new();
-    for change in &plan.changes {
+    // An audited table's data changes are staged, checked and published together.
+    let audited = plan
+        .audit
+        .get(&name)
+        .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited);
+    let fingerprint = audited.then(|| {
+        crate::plan::short_hash(
+            serde_json::to_string(&plan.changes)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+    });
+    if let Some(f) = &fingerprint {
+        let failed = shared
+            .failed_checks
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&name).cloned());
+        if failed.as_ref() == Some(f) {
+            let mut t = base(
+                "Degraded",
+                "ChecksFailed",
+                "the staged changes failed their checks; waiting for the manifests or the sources to change".into(),
+            );
+            t.last_error = previous.as_ref().and_then(|p| p.last_error.clone());
+            t.pending_changes = plan.changes.len();
+            t.last_applied_snapshot = previous.as_ref().and_then(|p| p.last_applied_snapshot);
+            put(t);
+            return (true, false);
+        }
+    }
+    let batches: Vec<Vec<crate::plan::Change>> = if audited {
+        vec![plan.changes.clone()]
+    } else {
+        plan.changes.iter().map(|c| vec![c.clone()]).collect()
+    };
+    for changes in batches {
         if stop.load(Ordering::SeqCst) {
             return (true, false);
         }
-        let one = crate::plan::Plan {
-            lakehouse: plan.lakehouse.clone(),
-            changes: vec![change.clone()],
-            errors: Vec::new(),
-            hints: Vec::new(),
-            held_back: Vec::new(),
-            release: Vec::new(),
-            drift: Vec::new(),
-        };
-        reverted |= matches!(change, crate::plan::Change::Revert(_));
+        reverted |= changes
+            .iter()
+            .any(|c| matches!(c, crate::plan::Change::Revert(_)));
+        let one = plan.with_changes(changes);
         match crate::apply::apply(lake, &one, Arc::new(()), |_| {}).await {
             Ok(applied) => {
                 // A change another writer applied first committed nothing here.
@@ -578,6 +641,13 @@ async fn reconcile_once(
                     .applied_changes
                     .fetch_add(landed.min(1) as u64, Ordering::Relaxed);
                 for a in &applied {
+                    if let Some(c) = &a.checks {
+                        if let Ok(mut s) = shared.status.lock() {
+                            if let Some(t) = s.tables.get_mut(&name) {
+                                t.last_checks = Some(ChecksStatus::of(c));
+                            }
+                        }
+                    }
                     if let Some(c) = &a.compaction {
                         let counters = &shared.counters;
                         counters
@@ -611,27 +681,68 @@ async fn reconcile_once(
                 }
             }
             Err(e) => {
-                let mut t = degraded("ApplyFailed", e.to_string());
+                let reason = if let crate::apply::ApplyError::ChecksFailed(failed) = &e {
+                    if let (Some(f), Ok(mut m)) = (&fingerprint, shared.failed_checks.lock()) {
+                        m.insert(name.clone(), f.clone());
+                    }
+                    if let (Some(c), Ok(mut s)) = (failed.first(), shared.status.lock()) {
+                        if let Some(t) = s.tables.get_mut(&name) {
+                            t.last_checks = Some(ChecksStatus::of(c));
+                        }
+                    }
+                    "ChecksFailed"
+                } else {
+                    "ApplyFailed"
+                };
+                let mut t = degraded(reason, e.to_string());
                 if let Ok(s) = shared.status.lock() {
-                    t.last_applied_snapshot =
-                        s.tables.get(&name).and_then(|x| x.last_applied_snapshot);
+                    let x = s.tables.get(&name);
+                    t.last_applied_snapshot = x.and_then(|x| x.last_applied_snapshot);
+                    t.last_checks = x.and_then(|x| x.last_checks.clone());
                 }
                 put(t);
                 return (false, false);
             }
         }
     }
-    let last = shared
+    // A table published directly: its checks run on `main` after the changes land.
+    if !audited && plan.audit.get(&name).is_some_and(|a| !a.checks.is_empty()) {
+        if let Ok(Some(c)) = crate::apply::publish::check_all(
+            lake,
+            &plan.audit,
+            iceberg::spec::MAIN_BRANCH,
+            Some(std::slice::from_ref(&name)),
+        )
+        .await
+        .map(|mut c| c.pop())
+        {
+            if let Ok(mut s) = shared.status.lock() {
+                if let Some(t) = s.tables.get_mut(&name) {
+                    t.last_checks = Some(ChecksStatus::of(&c));
+                }
+            }
+        }
+    }
+    let (last, checks) = shared
         .status
         .lock()
         .ok()
-        .and_then(|s| s.tables.get(&name).and_then(|t| t.last_applied_snapshot));
+        .and_then(|s| {
+            s.tables
+                .get(&name)
+                .map(|t| (t.last_applied_snapshot, t.last_checks.clone()))
+        })
+        .unwrap_or_default();
     let mut t = base(
         "Ready",
         "Applied",
         format!("applied {} change(s)", plan.changes.len()),
     );
     t.last_applied_snapshot = last;
+    t.last_checks = checks;
+    if let Ok(mut m) = shared.failed_checks.lock() {
+        m.remove(&name);
+    }
     t.held_back = plan.held_back.len();
     t.drift = drift;
     t.last_error = None;

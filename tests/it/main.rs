@@ -1,6 +1,7 @@
 //! lakectl's one integration-test binary: real SQLite catalog files, real Iceberg
 //! metadata, the real `lakectl` binary, and PyIceberg / DuckDB as independent readers.
 
+mod audit;
 mod common;
 mod concurrency;
 mod corpus;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use crate::common::{text, Project, LAKECTL};
 use crate::mutate::{csv, sales};
 
-const TOKEN: &str = "s3cret-token";
+pub const TOKEN: &str = "s3cret-token";
 
 /// A running `lakectl serve` (killed on drop).
 pub struct Server {
@@ -23,7 +23,7 @@ impl Drop for Server {
     }
 }
 
-fn serve(p: &Project, extra: &[&str]) -> Server {
+pub fn serve(p: &Project, extra: &[&str]) -> Server {
     serve_with(p, extra, &[("LAKECTL_TOKEN", TOKEN)])
 }
 
