@@ -781,7 +781,8 @@ async fn apply_with(
     };
     if branch.is_some() {
         // A preview carries data changes; maintenance works on `main` alone.
-        plan.changes.retain(|c| !c.is_maintenance());
+        plan.changes
+            .retain(|c| !c.is_maintenance() && !matches!(c, plan::Change::Revert(_)));
     }
     if let Some(m) = &maintenance {
         if let Some(t) = &m.table {
@@ -1106,7 +1107,16 @@ async fn publish_cmd(
     for t in &set.tables {
         let table = t.table_name();
         let has = match lake.load_table(&plan::ident_of(&table)).await {
-            Ok(Some(s)) => s.metadata.snapshot_for_ref(name).is_some(),
+            Ok(Some(s)) => match lakectl::lake::refs(&s.metadata).get(name) {
+                Some(r) if !r.is_branch() => {
+                    eprintln!(
+                        "error: `{name}` of {table} is a tag, not a branch: nothing to publish"
+                    );
+                    return 1;
+                }
+                Some(_) => true,
+                None => false,
+            },
             Ok(None) => false,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -1127,6 +1137,7 @@ async fn publish_cmd(
                 table,
                 branch: name.to_string(),
                 changes,
+                verify: true,
             });
         }
     }
@@ -1630,6 +1641,10 @@ async fn tag_applied(
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let mut last: Vec<(String, i64)> = Vec::new();
     for a in applied {
+        // What was staged on a branch (not published) is not on `main`.
+        if a.branch.is_some() && a.change != "publish" {
+            continue;
+        }
         let table = a.target.split(' ').next().unwrap_or(&a.target).to_string();
         if let Some(id) = a.snapshot_id {
             last.retain(|(t, _)| *t != table);

@@ -156,10 +156,19 @@ async fn prepare(
     }
     e.archived_changes = archive.changes.len() - before;
     e.expired_snapshots = expired.clone();
+    // An expired audit branch takes its recorded base with it.
+    let bases: Vec<String> = expired_refs
+        .iter()
+        .map(|r| format!("{}{r}", crate::lake::BRANCH_BASE))
+        .filter(|k| md.properties().contains_key(k))
+        .collect();
     let mut updates: Vec<TableUpdate> = expired_refs
         .into_iter()
         .map(|ref_name| TableUpdate::RemoveSnapshotRef { ref_name })
         .collect();
+    if !bases.is_empty() {
+        updates.push(TableUpdate::RemoveProperties { removals: bases });
+    }
     if !expired.is_empty() {
         updates.push(TableUpdate::RemoveSnapshots {
             snapshot_ids: expired,

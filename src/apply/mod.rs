@@ -28,6 +28,7 @@ pub mod rollback;
 use std::collections::HashMap;
 use std::path::Path;
 
+use iceberg::spec::MAIN_BRANCH;
 use iceberg::spec::{
     FormatVersion, NullOrder, SortDirection, SortField, SortOrder, TableMetadataBuilder, Transform,
     UnboundPartitionSpec,
@@ -156,6 +157,18 @@ pub async fn apply_with(
             .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited);
         audited.then(|| audit_branch.clone())
     };
+    let atomic = options.atomic || plan.atomic;
+    let stages = plan.changes.iter().any(|c| {
+        matches!(c, Change::Ingest(_) | Change::Mutation(_)) && c.table().and_then(route).is_some()
+    });
+    if atomic && stages && options.branch.is_none() {
+        // Refused before anything is staged.
+        lake.multi_table_commits()
+            .map_err(|reason| ApplyError::NoLongerApplies {
+                table: "atomic publish".into(),
+                reason: format!("an atomic publish is not possible: {reason}"),
+            })?;
+    }
     let mut staged: Vec<publish::Staged> = Vec::new();
     // A released (`--reapply`) change leaves the held-back list in the commit that
     // applies it (`Lake::commit`), so a failure keeps it held back.
@@ -171,6 +184,7 @@ pub async fn apply_with(
                         table: table.to_string(),
                         branch,
                         changes: vec![change.clone()],
+                        verify: false,
                     }),
                 }
                 on_applied(&applied);
@@ -205,18 +219,8 @@ pub async fn apply_with(
                     ..Default::default()
                 }
             }
-            Change::Ingest(c) => {
-                let (outcome, state) =
-                    ingest::apply_ingest(lake, c, progress.clone(), iceberg::spec::MAIN_BRANCH)
-                        .await?;
-                Applied {
-                    change: "ingest".into(),
-                    target: format!("{} ← {}", c.table, c.source),
-                    snapshot_id: outcome.snapshot_id,
-                    metadata_location: state.map(|s| s.metadata_location),
-                    ingest: Some(outcome),
-                    ..Default::default()
-                }
+            Change::Ingest(_) => {
+                publish::run_data_change(lake, change, progress.clone(), MAIN_BRANCH).await?
             }
             Change::Revert(r) => {
                 let done = rollback::rollback(
@@ -233,17 +237,8 @@ pub async fn apply_with(
                     ..Default::default()
                 }
             }
-            Change::Mutation(m) => {
-                let (outcome, state) =
-                    mutate::apply_mutation(lake, m, iceberg::spec::MAIN_BRANCH).await?;
-                Applied {
-                    change: "mutation".into(),
-                    target: format!("{} `{}`", m.table, m.name),
-                    snapshot_id: outcome.snapshot_id,
-                    metadata_location: Some(state.metadata_location),
-                    mutation: Some(outcome),
-                    ..Default::default()
-                }
+            Change::Mutation(_) => {
+                publish::run_data_change(lake, change, progress.clone(), MAIN_BRANCH).await?
             }
             Change::Compact(c) => {
                 let (outcome, state) = maintain::apply_compaction(lake, c).await?;
@@ -314,7 +309,6 @@ pub async fn apply_with(
             return Err(ApplyError::ChecksFailed(failed));
         }
     } else if !staged.is_empty() {
-        let atomic = options.atomic || plan.atomic;
         done.extend(
             publish::publish(
                 lake,
@@ -328,9 +322,12 @@ pub async fn apply_with(
             .await?,
         );
     }
-    // What is still held back of the released changes had nothing left to commit.
-    for (table, id) in &plan.release {
-        release_held(lake, table, id).await?;
+    // What is still held back of the released changes had nothing left to commit
+    // (a preview leaves them held back: `main` did not get them).
+    if options.branch.is_none() {
+        for (table, id) in &plan.release {
+            release_held(lake, table, id).await?;
+        }
     }
     Ok(done)
 }
@@ -413,13 +410,20 @@ pub(crate) async fn commit_on(
 ) -> Result<crate::lake::TableState, CommitError> {
     let (branch, reference) = crate::lake::snapshot::branch_at(branch, snapshot.snapshot_id());
     let requirements = crate::lake::pin_on(md, &branch);
-    let updates = vec![
+    let mut updates = vec![
         TableUpdate::AddSnapshot { snapshot },
         TableUpdate::SetSnapshotRef {
-            ref_name: branch,
+            ref_name: branch.clone(),
             reference,
         },
     ];
+    // A new branch: `md` is `main`'s view, so its head is where the branch starts.
+    if branch != iceberg::spec::MAIN_BRANCH && md.snapshot_for_ref(&branch).is_none() {
+        updates.push(crate::lake::set_branch_base(
+            &branch,
+            md.current_snapshot_id(),
+        ));
+    }
     if attempt == 0 {
         fault_delay().await;
     }

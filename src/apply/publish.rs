@@ -29,7 +29,9 @@ use iceberg::{TableRequirement, TableUpdate};
 
 use super::{Applied, ApplyError, MAX_ATTEMPTS};
 use crate::lake::snapshot::{branch_at, main_branch};
-use crate::lake::{is_ancestor, CommitError, Lake, TableState};
+use crate::lake::{
+    branch_base, is_ancestor, ledger, set_branch_base, CommitError, Lake, TableState, BRANCH_BASE,
+};
 use crate::plan::{Change, Plan, TableAudit};
 use crate::query::checks::{run_checks, CheckResult};
 
@@ -50,6 +52,9 @@ pub struct Staged {
     pub table: String,
     pub branch: String,
     pub changes: Vec<Change>,
+    /// Every change on the branch must be one of `changes` (`lakectl publish` of a
+    /// branch staged earlier: a change the manifests no longer declare is refused).
+    pub verify: bool,
 }
 
 /// One table's checks, and where they ran.
@@ -208,7 +213,28 @@ async fn ready(
         if head == main.unwrap_or(i64::MIN) {
             return Ok(Ready::Nothing(state));
         }
-        if !is_ancestor(&state.metadata, main, head) {
+        // `main` must still be where the branch was made from (an ancestor is not
+        // enough: a rollback of `main` would be undone by the fast-forward).
+        let fast_forward = match branch_base(&state.metadata, &st.branch) {
+            Some(base) => base == main,
+            None if is_ancestor(&state.metadata, main, head) => true,
+            None => {
+                return Err(ApplyError::NoLongerApplies {
+                    table: st.table.clone(),
+                    reason: format!(
+                        "branch `{}` was not made by lakectl and main is not in its history: it cannot be replayed on main",
+                        st.branch
+                    ),
+                })
+            }
+        };
+        if fast_forward && st.verify {
+            undeclared(&state, st, main).map_err(|reason| ApplyError::NoLongerApplies {
+                table: st.table.clone(),
+                reason,
+            })?;
+        }
+        if !fast_forward {
             tracing::info!(
                 "{}: main moved since {} was made; replaying its changes on main",
                 st.table,
@@ -246,8 +272,39 @@ async fn ready(
     })
 }
 
-/// Moves `branch` from `head` back to `main` (or removes it when `main` has no
-/// snapshot), so the changes can be replayed on fresh `main`.
+/// Refuses a branch holding a change (since its base) that is not one of the staged
+/// changes: the manifests no longer declare it.
+fn undeclared(state: &TableState, st: &Staged, base: Option<i64>) -> Result<(), String> {
+    let declared: Vec<&str> = st
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Ingest(i) => Some(i.change_id.as_str()),
+            Change::Mutation(m) => Some(m.change_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut next = head_of(state, &st.branch);
+    while let Some(id) = next.filter(|id| Some(*id) != base) {
+        let Some(s) = state.metadata.snapshot_by_id(id) else {
+            break;
+        };
+        if let Some(change) = s.summary().additional_properties.get(ledger::CHANGE_ID) {
+            if !declared.contains(&change.as_str()) {
+                return Err(format!(
+                    "branch `{}` holds change `{change}` (snapshot {id}), which the manifests do not declare as pending: stage the branch again (`lakectl apply --branch` on a new branch)",
+                    st.branch
+                ));
+            }
+        }
+        next = s.parent_snapshot_id();
+    }
+    Ok(())
+}
+
+/// Moves `branch` from `head` to `main` (or removes it when `main` is `None`: no
+/// snapshot yet), so the changes can be replayed on fresh `main`. A branch another
+/// writer moved meanwhile is left as it is.
 async fn reset_branch(
     lake: &Lake,
     state: &TableState,
@@ -255,17 +312,18 @@ async fn reset_branch(
     head: i64,
     main: Option<i64>,
 ) -> Result<(), ApplyError> {
-    let update = match main {
+    let updates = match main {
         Some(id) => {
             let (name, reference) = branch_at(branch, id);
-            TableUpdate::SetSnapshotRef {
-                ref_name: name,
-                reference,
-            }
+            vec![
+                TableUpdate::SetSnapshotRef {
+                    ref_name: name,
+                    reference,
+                },
+                set_branch_base(branch, Some(id)),
+            ]
         }
-        None => TableUpdate::RemoveSnapshotRef {
-            ref_name: branch.to_string(),
-        },
+        None => remove_branch(state, branch),
     };
     let requirements = vec![
         TableRequirement::UuidMatch {
@@ -276,7 +334,7 @@ async fn reset_branch(
             snapshot_id: Some(head),
         },
     ];
-    match lake.commit(&state.ident, &requirements, vec![update]).await {
+    match lake.commit(&state.ident, &requirements, updates).await {
         // Another writer moved the branch: the next round reads it again.
         Ok(_) | Err(CommitError::Conflict(_)) => Ok(()),
         Err(e) => Err(super::commit_failure(&state.ident.to_string(), e)),
@@ -298,9 +356,7 @@ fn publish_commit(
         reference,
     }];
     if drop_branch {
-        updates.push(TableUpdate::RemoveSnapshotRef {
-            ref_name: branch.to_string(),
-        });
+        updates.extend(remove_branch(state, branch));
     }
     let requirements = vec![
         TableRequirement::UuidMatch {
@@ -316,6 +372,20 @@ fn publish_commit(
         },
     ];
     (requirements, updates)
+}
+
+/// The updates removing `branch` and its recorded base.
+fn remove_branch(state: &TableState, branch: &str) -> Vec<TableUpdate> {
+    let mut updates = vec![TableUpdate::RemoveSnapshotRef {
+        ref_name: branch.to_string(),
+    }];
+    let key = format!("{BRANCH_BASE}{branch}");
+    if state.metadata.properties().contains_key(&key) {
+        updates.push(TableUpdate::RemoveProperties {
+            removals: vec![key],
+        });
+    }
+    updates
 }
 
 fn published(table: &str, branch: &str, head: i64, checks: TableChecks) -> Applied {
@@ -463,6 +533,11 @@ async fn publish_atomic(
             return Err(ApplyError::ChecksFailed(failed));
         }
         if commits.is_empty() {
+            if drop_branch {
+                for (state, st) in &nothing {
+                    drop_ref(lake, state, &st.branch).await?;
+                }
+            }
             return Ok(Vec::new());
         }
         match lake.commit_all(commits).await {
@@ -492,25 +567,14 @@ async fn publish_atomic(
 /// Removes ref `name` (best effort against a concurrent writer: one that moved it
 /// keeps it).
 async fn drop_ref(lake: &Lake, state: &TableState, name: &str) -> Result<(), ApplyError> {
-    let Some(head) = head_of(state, name) else {
-        return Ok(());
-    };
-    let requirements = vec![TableRequirement::RefSnapshotIdMatch {
-        r#ref: name.to_string(),
-        snapshot_id: Some(head),
-    }];
-    let update = TableUpdate::RemoveSnapshotRef {
-        ref_name: name.to_string(),
-    };
-    match lake.commit(&state.ident, &requirements, vec![update]).await {
-        Ok(_) | Err(CommitError::Conflict(_)) => Ok(()),
-        Err(e) => Err(super::commit_failure(&state.ident.to_string(), e)),
+    match head_of(state, name) {
+        Some(head) => reset_branch(lake, state, name, head, None).await,
+        None => Ok(()),
     }
 }
 
 /// The checks of every table of `audits` with checks, on ref `branch` (`main`, or a
-/// preview branch: a table without it is checked on `main`); `rowCount` compares with
-/// `main`.
+/// preview branch: a table without it is checked on `main`).
 pub async fn check_all(
     lake: &Lake,
     audits: &BTreeMap<String, TableAudit>,
@@ -527,11 +591,20 @@ pub async fn check_all(
             continue;
         };
         let main = state.metadata.current_snapshot_id();
-        let (name, at) = match head_of(&state, branch) {
-            Some(h) => (branch, Some(h)),
-            None => (MAIN_BRANCH, main),
+        // `rowCount.maxChangePercent` compares a branch with `main`, and `main` with
+        // the snapshot before its last change.
+        let (name, at, before) = match head_of(&state, branch).filter(|_| branch != MAIN_BRANCH) {
+            Some(h) => (branch, Some(h), main),
+            None => (
+                MAIN_BRANCH,
+                main,
+                state
+                    .metadata
+                    .current_snapshot()
+                    .and_then(|s| s.parent_snapshot_id()),
+            ),
         };
-        out.push(check_table(lake, &state, audit, name, at, main).await?);
+        out.push(check_table(lake, &state, audit, name, at, before).await?);
     }
     Ok(out)
 }

@@ -690,17 +690,20 @@ impl Lake {
                 continue;
             };
             let ingested = self.ingested_by(snapshot).await?;
-            // A held-back change that lands again is released in this same commit.
-            held.retain(|h| {
-                h.change_id != change_id
-                    && !h
-                        .files
-                        .iter()
-                        .any(|f| ingested.iter().any(|i| &i.path == f))
-            });
+            let to_main = main_head == Some(snapshot.snapshot_id());
+            // A held-back change that lands on `main` again is released in this same
+            // commit (staged on a branch, it stays held back).
+            if to_main {
+                held.retain(|h| {
+                    h.change_id != change_id
+                        && !h
+                            .files
+                            .iter()
+                            .any(|f| ingested.iter().any(|i| &i.path == f))
+                });
+            }
             // A lakectl client of this catalog (`serve`) already wrote the snapshot's
             // ledger file: it stands.
-            let to_main = main_head == Some(snapshot.snapshot_id());
             if let Some(path) = props.get(ledger::LEDGER) {
                 if to_main {
                     pointer = Some(path.clone());
@@ -1069,6 +1072,29 @@ pub fn pin_state(md: &TableMetadata) -> Vec<TableRequirement> {
 /// Branches of audited applies are named `lakectl/audit/<apply id>`; expiry removes
 /// them once their head is older than its age.
 pub const AUDIT_PREFIX: &str = "lakectl/audit/";
+
+/// Table property `lakectl.branch-base.<branch>`: the `main` snapshot a branch lakectl
+/// made was made from (empty: `main` had none). A publish fast-forwards `main` only
+/// while `main` is still there; otherwise the branch's changes are replayed.
+pub const BRANCH_BASE: &str = "lakectl.branch-base.";
+
+/// The recorded base of `branch` (`None`: not recorded, the branch was not made by
+/// lakectl; `Some(None)`: made when `main` had no snapshot).
+pub fn branch_base(md: &TableMetadata, branch: &str) -> Option<Option<i64>> {
+    md.properties()
+        .get(&format!("{BRANCH_BASE}{branch}"))
+        .map(|v| v.parse().ok())
+}
+
+/// The update recording `base` as `branch`'s base.
+pub fn set_branch_base(branch: &str, base: Option<i64>) -> TableUpdate {
+    TableUpdate::SetProperties {
+        updates: HashMap::from([(
+            format!("{BRANCH_BASE}{branch}"),
+            base.map(|b| b.to_string()).unwrap_or_default(),
+        )]),
+    }
+}
 
 /// A table as branch `branch` sees it: in memory only (never written), `main` is moved
 /// to the branch's head, so a data change reads, and builds its snapshot on, the

@@ -33,6 +33,9 @@ pub struct CheckResult {
     /// Up to [`SAMPLES`] failing rows (JSON objects).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<serde_json::Value>,
+    /// The check could not run (it fails all the same).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub could_not_run: bool,
 }
 
 impl CheckResult {
@@ -72,14 +75,17 @@ pub async fn run_checks(
     let mut out = Vec::new();
     for c in checks {
         let kind = c.kinds().first().copied().unwrap_or("none").to_string();
-        let mut r = match evaluate(&ctx, c, identifier_fields).await {
-            Ok(r) => r,
-            Err(e) => Outcome {
-                passed: false,
-                failing: 0,
-                message: format!("the check could not run: {e}"),
-                samples: Vec::new(),
-            },
+        let (mut r, could_not_run) = match evaluate(&ctx, c, identifier_fields).await {
+            Ok(r) => (r, false),
+            Err(e) => (
+                Outcome {
+                    passed: false,
+                    failing: 0,
+                    message: format!("the check could not run: {e}"),
+                    samples: Vec::new(),
+                },
+                true,
+            ),
         };
         r.samples.truncate(SAMPLES);
         out.push(CheckResult {
@@ -90,6 +96,7 @@ pub async fn run_checks(
             failing: r.failing,
             message: r.message,
             samples: r.samples,
+            could_not_run,
         });
     }
     Ok(out)

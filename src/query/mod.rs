@@ -109,36 +109,18 @@ pub async fn session_noting(
     pushdown: bool,
 ) -> Result<(SessionContext, Vec<String>), QueryError> {
     let mut empty_then = Vec::new();
-    let ctx = SessionContext::new();
-    let catalog = ctx
-        .catalog("datafusion")
-        .ok_or_else(|| QueryError::AsOf("no default catalog".into()))?;
     let mut found = as_of.is_none() || matches!(as_of, Some(AsOf::Time(_)));
-    for ident in lake.list_tables().await? {
-        let Some(state) = lake.load_table(&ident).await? else {
-            continue;
-        };
-        let ns = ident.namespace().join(".");
-        if catalog.schema(&ns).is_none() {
-            catalog.register_schema(&ns, Arc::new(MemorySchemaProvider::new()))?;
-        }
+    let ctx = session_picking(lake, pushdown, |state, name| {
         if let Some(AsOf::Snapshot(id)) = as_of {
             found |= state.metadata.snapshot_by_id(id).is_some();
         }
-        if matches!(as_of, Some(AsOf::Time(_)))
-            && snapshot_for(&state.metadata, as_of)
-                .ok()
-                .flatten()
-                .is_none()
-        {
-            empty_then.push(format!("{ns}.{}", ident.name()));
+        let snapshot = snapshot_for(&state.metadata, as_of).map_err(QueryError::AsOf)?;
+        if matches!(as_of, Some(AsOf::Time(_))) && snapshot.is_none() {
+            empty_then.push(name.to_string());
         }
-        let provider = provider(lake, &state, as_of, pushdown).await?;
-        ctx.register_table(
-            TableReference::partial(ns, ident.name().to_string()),
-            provider,
-        )?;
-    }
+        Ok(snapshot)
+    })
+    .await?;
     if !found {
         if let Some(AsOf::Snapshot(id)) = as_of {
             return Err(QueryError::AsOf(format!("no table has snapshot {id}")));
@@ -154,11 +136,31 @@ pub async fn session_on_ref(
     lake: &Lake,
     name: &str,
 ) -> Result<(SessionContext, Vec<String>), QueryError> {
+    let mut having = Vec::new();
+    let ctx = session_picking(lake, pushdown_enabled(), |state, table| {
+        Ok(match state.metadata.snapshot_for_ref(name) {
+            Some(s) => {
+                having.push(table.to_string());
+                Some(s.snapshot_id())
+            }
+            None => state.metadata.current_snapshot_id(),
+        })
+    })
+    .await?;
+    Ok((ctx, having))
+}
+
+/// A session with every table of the catalog registered as `namespace.table` (a
+/// schema per namespace), at the snapshot `pick` chooses for it (`None`: empty).
+async fn session_picking(
+    lake: &Lake,
+    pushdown: bool,
+    mut pick: impl FnMut(&TableState, &str) -> Result<Option<i64>, QueryError>,
+) -> Result<SessionContext, QueryError> {
     let ctx = SessionContext::new();
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| QueryError::AsOf("no default catalog".into()))?;
-    let mut having = Vec::new();
     for ident in lake.list_tables().await? {
         let Some(state) = lake.load_table(&ident).await? else {
             continue;
@@ -167,20 +169,14 @@ pub async fn session_on_ref(
         if catalog.schema(&ns).is_none() {
             catalog.register_schema(&ns, Arc::new(MemorySchemaProvider::new()))?;
         }
-        let snapshot = match state.metadata.snapshot_for_ref(name) {
-            Some(s) => {
-                having.push(format!("{ns}.{}", ident.name()));
-                Some(s.snapshot_id())
-            }
-            None => state.metadata.current_snapshot_id(),
-        };
-        let provider = provider_at(lake, &state, snapshot, pushdown_enabled()).await?;
+        let snapshot = pick(&state, &format!("{ns}.{}", ident.name()))?;
+        let provider = provider_at(lake, &state, snapshot, pushdown).await?;
         ctx.register_table(
             TableReference::partial(ns, ident.name().to_string()),
             provider,
         )?;
     }
-    Ok((ctx, having))
+    Ok(ctx)
 }
 
 /// The tables (`namespace.table`) `sql` reads, as far as they can be told from it.
@@ -197,16 +193,6 @@ pub fn tables_read(ctx: &SessionContext, sql: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-async fn provider(
-    lake: &Lake,
-    state: &TableState,
-    as_of: Option<AsOf>,
-    pushdown: bool,
-) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
-    let snapshot = snapshot_for(&state.metadata, as_of).map_err(QueryError::AsOf)?;
-    provider_at(lake, state, snapshot, pushdown).await
 }
 
 /// The table as of `snapshot` (`None`: empty, with the current schema).

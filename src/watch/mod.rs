@@ -593,12 +593,19 @@ async fn reconcile_once(
         .audit
         .get(&name)
         .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited);
+    // What is staged: the data changes (maintenance and structure commit to main).
     let fingerprint = audited.then(|| {
-        crate::plan::short_hash(
-            serde_json::to_string(&plan.changes)
-                .unwrap_or_default()
-                .as_bytes(),
-        )
+        let data: Vec<&crate::plan::Change> = plan
+            .changes
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    crate::plan::Change::Ingest(_) | crate::plan::Change::Mutation(_)
+                )
+            })
+            .collect();
+        crate::plan::short_hash(serde_json::to_string(&data).unwrap_or_default().as_bytes())
     });
     if let Some(f) = &fingerprint {
         let failed = shared
@@ -682,7 +689,14 @@ async fn reconcile_once(
             }
             Err(e) => {
                 let reason = if let crate::apply::ApplyError::ChecksFailed(failed) = &e {
-                    if let (Some(f), Ok(mut m)) = (&fingerprint, shared.failed_checks.lock()) {
+                    // A check that could not run (a read that failed) is tried again.
+                    let ran = failed
+                        .iter()
+                        .flat_map(|c| c.results.iter())
+                        .all(|r| !r.could_not_run);
+                    if let (Some(f), true, Ok(mut m)) =
+                        (&fingerprint, ran, shared.failed_checks.lock())
+                    {
                         m.insert(name.clone(), f.clone());
                     }
                     if let (Some(c), Ok(mut s)) = (failed.first(), shared.status.lock()) {

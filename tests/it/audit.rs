@@ -520,7 +520,10 @@ async fn preview_on_a_branch_then_publish_and_a_markdown_plan() {
         md.contains("<details><summary>Schema diff of <code>shop.orders</code>"),
         "{md}"
     );
-    assert!(md.contains("+"), "{md}");
+    assert!(
+        md.lines().any(|l| l.starts_with('+') && l.contains("note")),
+        "{md}"
+    );
     // A failing row on the branch: the markdown marks it; publish refuses.
     rows(&p, "orders", "c.csv", 20..21, "5,eu,1,NOW\n");
     let out = p.run(&["apply", "manifests", "--branch", "pr-7"]);
@@ -609,4 +612,32 @@ async fn watch_publishes_audited_changes_and_reports_failing_checks_once() {
     })
     .await;
     assert_eq!(ids(&readers(&p, "shop.orders")["main"]["ids"]), seq(0..12));
+}
+
+#[tokio::test]
+async fn publish_after_a_rollback_of_main_replays_instead_of_undoing_the_rollback() {
+    let p = Project::new();
+    p.write(
+        "orders.yaml",
+        &audited("orders", "").replace("  publish: audited\n", ""),
+    );
+    rows(&p, "orders", "a.csv", 0..10, "");
+    p.apply_converges();
+    rows(&p, "orders", "b.csv", 10..20, "");
+    p.apply_converges();
+    rows(&p, "orders", "c.csv", 20..25, "");
+    let out = p.run(&["apply", "manifests", "--branch", "pr-1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // main goes back over b.csv (held back); pr-1 was made on top of it.
+    let out = p.run(&["rollback", "shop.orders", "--steps", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ids(&readers(&p, "shop.orders")["main"]["ids"]), seq(0..10));
+    let out = p.run(&["publish", "pr-1", "--delete-branch"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("replayed"), "{}", text(&out));
+    let mut want = seq(0..10);
+    want.extend(20..25);
+    let r = readers(&p, "shop.orders");
+    assert_eq!(ids(&r["main"]["ids"]), want, "the rollback was undone: {r}");
+    assert!(r["refs"].get("pr-1").is_none(), "{r}");
 }
