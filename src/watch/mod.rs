@@ -187,6 +187,9 @@ struct Shared {
     /// changes are not staged again (each try would leave a branch) until the manifests
     /// or the sources change.
     failed_checks: Mutex<HashMap<String, String>>,
+    /// After a failed atomic publish: each table's (reason, message), shown again while
+    /// the same changes wait.
+    atomic_marks: Mutex<HashMap<String, (String, String)>>,
 }
 
 /// How often a table's maintenance runs under `watch` (`spec.maintenance.every`,
@@ -262,6 +265,7 @@ pub async fn watch(config: WatchConfig) -> Result<(), String> {
         maintained: Mutex::new(HashMap::new()),
         maintenance_due: Mutex::new(HashMap::new()),
         failed_checks: Mutex::new(HashMap::new()),
+        atomic_marks: Mutex::new(HashMap::new()),
     });
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -415,6 +419,9 @@ async fn cycle(
         });
     }
     let results = futures::future::join_all(jobs).await;
+    if set.atomic_publish() && !stop.load(Ordering::SeqCst) {
+        reconcile_atomic(&lake, &set, shared).await;
+    }
     for (name, text, ok) in results {
         if ok {
             backoff.remove(&name);
@@ -505,6 +512,17 @@ async fn reconcile_once(
         crate::plan::observe_orphans(lake, set, &mut actual, Some(&name)).await;
     }
     let mut plan = crate::plan::diff(set, &actual, lake.config.clone());
+    // `atomicPublish`: an audited table's data changes are published together with
+    // the other audited tables', after the per-table reconciles (`reconcile_atomic`).
+    let is_audited = |plan: &crate::plan::Plan| {
+        plan.audit
+            .get(&name)
+            .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited)
+    };
+    let atomic_audited = plan.atomic && is_audited(&plan);
+    if atomic_audited {
+        plan.changes.retain(|c| !is_data(c));
+    }
     if !due {
         plan.changes.retain(|c| !c.is_maintenance());
     }
@@ -589,24 +607,9 @@ async fn reconcile_once(
     let mut reverted = false;
     let mut maintenance_done: Vec<String> = Vec::new();
     // An audited table's data changes are staged, checked and published together.
-    let audited = plan
-        .audit
-        .get(&name)
-        .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited);
+    let audited = !atomic_audited && is_audited(&plan);
     // What is staged: the data changes (maintenance and structure commit to main).
-    let fingerprint = audited.then(|| {
-        let data: Vec<&crate::plan::Change> = plan
-            .changes
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c,
-                    crate::plan::Change::Ingest(_) | crate::plan::Change::Mutation(_)
-                )
-            })
-            .collect();
-        crate::plan::short_hash(serde_json::to_string(&data).unwrap_or_default().as_bytes())
-    });
+    let fingerprint = audited.then(|| data_fingerprint(&plan));
     if let Some(f) = &fingerprint {
         let failed = shared
             .failed_checks
@@ -769,6 +772,180 @@ async fn reconcile_once(
     }
     put(t);
     (true, reverted || deferred)
+}
+
+fn is_data(c: &crate::plan::Change) -> bool {
+    matches!(
+        c,
+        crate::plan::Change::Ingest(_) | crate::plan::Change::Mutation(_)
+    )
+}
+
+/// What a failed publish staged: the plan's data changes (structure and maintenance
+/// commit to main), hashed.
+fn data_fingerprint(plan: &crate::plan::Plan) -> String {
+    let data: Vec<&crate::plan::Change> = plan.changes.iter().filter(|c| is_data(c)).collect();
+    crate::plan::short_hash(serde_json::to_string(&data).unwrap_or_default().as_bytes())
+}
+
+/// The key of `failed_checks` for the atomic publish of all audited tables.
+const ATOMIC: &str = "(atomic publish)";
+
+/// `atomicPublish`: the data changes of every audited table, staged and checked table
+/// by table and published in one catalog transaction (the per-table reconciles leave
+/// them out). A failing check publishes nothing: the failing tables are `Degraded`
+/// with `ChecksFailed`, the others with `NotPublished`.
+async fn reconcile_atomic(lake: &Lake, set: &ManifestSet, shared: &Shared) {
+    let mut audited = set.clone();
+    audited
+        .tables
+        .retain(|t| set.publish_of(t) == crate::manifest::types::PublishMode::Audited);
+    if audited.tables.is_empty() {
+        return;
+    }
+    let mark = |table: &str,
+                condition: &str,
+                reason: &str,
+                message: String,
+                checks: Option<&crate::apply::publish::TableChecks>| {
+        if let Ok(mut s) = shared.status.lock() {
+            if let Some(t) = s.tables.get_mut(table) {
+                t.condition = condition.into();
+                t.reason = reason.into();
+                t.message = message.clone();
+                t.last_error = (condition == "Degraded").then_some(message);
+                if let Some(c) = checks {
+                    t.last_checks = Some(ChecksStatus::of(c));
+                }
+            }
+        }
+    };
+    let actual = match crate::plan::observe(Some(lake), &audited, &lake.config).await {
+        Ok(a) => a,
+        Err(e) => {
+            for t in &audited.tables {
+                mark(
+                    &t.table_name(),
+                    "Degraded",
+                    "ObserveFailed",
+                    e.to_string(),
+                    None,
+                );
+            }
+            return;
+        }
+    };
+    let mut plan = crate::plan::diff(&audited, &actual, lake.config.clone());
+    plan.changes.retain(is_data);
+    if plan.changes.is_empty() || !plan.errors.is_empty() {
+        return;
+    }
+    let fingerprint = data_fingerprint(&plan);
+    let failed = shared
+        .failed_checks
+        .lock()
+        .ok()
+        .and_then(|m| m.get(ATOMIC).cloned());
+    if failed.as_ref() == Some(&fingerprint) {
+        let marks = shared
+            .atomic_marks
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        for (t, (reason, message)) in marks {
+            mark(&t, "Degraded", &reason, message, None);
+        }
+        return;
+    }
+    if let Ok(mut m) = shared.atomic_marks.lock() {
+        m.clear();
+    }
+    let remember = |t: &str, reason: &str, message: String| {
+        if let Ok(mut m) = shared.atomic_marks.lock() {
+            m.insert(t.to_string(), (reason.to_string(), message.clone()));
+        }
+        message
+    };
+    let tables: Vec<String> = audited.tables.iter().map(|t| t.table_name()).collect();
+    let options = crate::apply::ApplyOptions {
+        atomic: true,
+        ..Default::default()
+    };
+    match crate::apply::apply_with(lake, &plan, &options, Arc::new(()), |_| {}).await {
+        Ok(applied) => {
+            if let Ok(mut m) = shared.failed_checks.lock() {
+                m.remove(ATOMIC);
+            }
+            let published = applied.iter().filter(|a| a.change == "publish").count();
+            shared
+                .counters
+                .applied_changes
+                .fetch_add(published as u64, Ordering::Relaxed);
+            for a in applied.iter().filter(|a| a.change == "publish") {
+                mark(
+                    &a.target,
+                    "Ready",
+                    "Published",
+                    format!("published with {} table(s) in one transaction", published),
+                    a.checks.as_ref(),
+                );
+                if let (Some(id), Ok(mut s)) = (a.snapshot_id, shared.status.lock()) {
+                    if let Some(t) = s.tables.get_mut(&a.target) {
+                        t.last_applied_snapshot = Some(id);
+                    }
+                }
+            }
+        }
+        Err(crate::apply::ApplyError::ChecksFailed(failed)) => {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            let ran = failed
+                .iter()
+                .flat_map(|c| c.results.iter())
+                .all(|r| !r.could_not_run);
+            if let (true, Ok(mut m)) = (ran, shared.failed_checks.lock()) {
+                m.insert(ATOMIC.into(), fingerprint);
+            }
+            let names: Vec<&str> = failed.iter().map(|c| c.table.as_str()).collect();
+            for t in &tables {
+                match failed.iter().find(|c| &c.table == t) {
+                    Some(c) => mark(
+                        t,
+                        "Degraded",
+                        "ChecksFailed",
+                        remember(
+                            t,
+                            "ChecksFailed",
+                            crate::apply::publish::failed_message(std::slice::from_ref(c)),
+                        ),
+                        Some(c),
+                    ),
+                    None if plan.changes.iter().any(|c| c.table() == Some(t.as_str())) => mark(
+                        t,
+                        "Degraded",
+                        "NotPublished",
+                        remember(
+                            t,
+                            "NotPublished",
+                            format!(
+                                "atomicPublish: nothing was published because the checks of {} failed",
+                                names.join(", ")
+                            ),
+                        ),
+                        None,
+                    ),
+                    None => {}
+                }
+            }
+        }
+        Err(e) => {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+            for t in &tables {
+                if plan.changes.iter().any(|c| c.table() == Some(t.as_str())) {
+                    mark(t, "Degraded", "PublishFailed", e.to_string(), None);
+                }
+            }
+        }
+    }
 }
 
 fn joined(d: &crate::manifest::Diagnostics) -> String {

@@ -641,3 +641,49 @@ async fn publish_after_a_rollback_of_main_replays_instead_of_undoing_the_rollbac
     assert_eq!(ids(&r["main"]["ids"]), want, "the rollback was undone: {r}");
     assert!(r["refs"].get("pr-1").is_none(), "{r}");
 }
+
+#[tokio::test]
+async fn watch_with_atomic_publish_publishes_all_audited_tables_or_none() {
+    let p = Project::new();
+    p.write(
+        "lakehouse.yaml",
+        "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {name: local}\nspec:\n  catalog: {type: sql, uri: \"sqlite:../.lakectl/catalog.db\"}\n  warehouse: ../.lakectl/warehouse\n  atomicPublish: true\n",
+    );
+    for t in ["t1", "t2"] {
+        p.write(&format!("{t}.yaml"), &audited(t, ""));
+        rows(&p, t, "a.csv", 0..5, "");
+    }
+    let w = crate::watch::watch(&p, &[]);
+    let published = |s: &serde_json::Value, t: &str| {
+        s["tables"][t]["condition"] == "Ready" && s["tables"][t]["last_checks"]["passed"] == true
+    };
+    crate::watch::until(&w, "both published", |s| {
+        published(s, "shop.t1") && published(s, "shop.t2")
+    })
+    .await;
+    let main_of = |t: &str| readers(&p, t)["main"]["snapshot_id"].clone();
+    let before = (main_of("shop.t1"), main_of("shop.t2"));
+    rows(&p, "t1", "b.csv", 5..8, "");
+    rows(&p, "t2", "b.csv", 5..8, "1,eu,1,NOW\n");
+    let s = crate::watch::until(&w, "refused", |s| {
+        s["tables"]["shop.t2"]["reason"] == "ChecksFailed"
+            && s["tables"]["shop.t1"]["reason"] == "NotPublished"
+    })
+    .await;
+    assert!(
+        s["tables"]["shop.t1"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shop.t2"),
+        "{s}"
+    );
+    assert_eq!((main_of("shop.t1"), main_of("shop.t2")), before);
+    rows(&p, "t2", "b.csv", 5..8, "");
+    crate::watch::until(&w, "both published again", |s| {
+        published(s, "shop.t1") && published(s, "shop.t2")
+    })
+    .await;
+    for t in ["shop.t1", "shop.t2"] {
+        assert_eq!(ids(&readers(&p, t)["main"]["ids"]), seq(0..8), "{t}");
+    }
+}
