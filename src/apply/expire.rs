@@ -58,7 +58,12 @@ async fn files_of(
 ) -> Result<Vec<(String, u64)>, iceberg::Error> {
     let mut out = vec![(list.to_string(), 0)];
     let bytes = lake.file_io().new_input(list)?.read().await?;
-    for m in ManifestList::parse_with_version(&bytes, md.format_version())?.consume_entries() {
+    // Collected first: the iterator is not `Send`.
+    let entries: Vec<_> = ManifestList::parse_with_version(&bytes, md.format_version())?
+        .consume_entries()
+        .into_iter()
+        .collect();
+    for m in entries {
         if !seen.contains_key(&m.manifest_path) {
             let loaded = m.load_manifest(lake.file_io()).await?;
             let files: Entries = loaded

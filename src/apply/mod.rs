@@ -128,7 +128,7 @@ pub async fn apply(
     lake: &Lake,
     plan: &Plan,
     progress: std::sync::Arc<dyn crate::ingest::Progress>,
-    on_applied: impl FnMut(&Applied),
+    on_applied: impl FnMut(&Applied) + Send,
 ) -> Result<Vec<Applied>, ApplyError> {
     apply_with(lake, plan, &ApplyOptions::default(), progress, on_applied).await
 }
@@ -141,7 +141,7 @@ pub async fn apply_with(
     plan: &Plan,
     options: &ApplyOptions,
     progress: std::sync::Arc<dyn crate::ingest::Progress>,
-    mut on_applied: impl FnMut(&Applied),
+    mut on_applied: impl FnMut(&Applied) + Send,
 ) -> Result<Vec<Applied>, ApplyError> {
     if !plan.errors.is_empty() {
         return Err(ApplyError::Refused(plan.errors.len()));

@@ -201,7 +201,7 @@ async fn ready(
     plan: &Plan,
     st: &Staged,
     progress: Arc<dyn crate::ingest::Progress>,
-    on_applied: &mut dyn FnMut(&Applied),
+    on_applied: &mut (dyn FnMut(&Applied) + Send),
 ) -> Result<Ready, ApplyError> {
     let ident = crate::plan::ident_of(&st.table);
     for _ in 0..MAX_ATTEMPTS {
@@ -420,7 +420,7 @@ pub async fn publish(
     atomic: bool,
     drop_branch: bool,
     progress: Arc<dyn crate::ingest::Progress>,
-    on_applied: &mut dyn FnMut(&Applied),
+    on_applied: &mut (dyn FnMut(&Applied) + Send),
 ) -> Result<Vec<Applied>, ApplyError> {
     // Test hook: a crash between the branch commits and the publish.
     if let Some(ms) = std::env::var("LAKECTL_TEST_DELAY_BEFORE_PUBLISH_MS")
@@ -500,7 +500,7 @@ async fn publish_atomic(
     staged: &[Staged],
     drop_branch: bool,
     progress: Arc<dyn crate::ingest::Progress>,
-    on_applied: &mut dyn FnMut(&Applied),
+    on_applied: &mut (dyn FnMut(&Applied) + Send),
 ) -> Result<Vec<Applied>, ApplyError> {
     for attempt in 0..MAX_ATTEMPTS {
         let mut commits = Vec::new();

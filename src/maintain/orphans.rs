@@ -87,7 +87,9 @@ pub async fn reachable(
             .map_err(|e| format!("manifest list {}: {e}", s.manifest_list()))?;
         let list = ManifestList::parse_with_version(&bytes, md.format_version())
             .map_err(|e| format!("manifest list {}: {e}", s.manifest_list()))?;
-        for m in list.consume_entries() {
+        // Collected first: the iterator is not `Send` (serve's handlers run this).
+        let entries: Vec<_> = list.consume_entries().into_iter().collect();
+        for m in entries {
             out.insert(normalize(&m.manifest_path));
             if !manifests_seen.insert(m.manifest_path.clone()) {
                 continue;

@@ -454,14 +454,86 @@ pub async fn upload(
         key: key_columns,
         matching_keys: None,
     };
-    match crate::apply::ingest::apply_ingest(
-        &s.lake,
-        &change,
-        Arc::new(()),
-        iceberg::spec::MAIN_BRANCH,
-    )
-    .await
-    {
+    // An audited table (`publish: audited` in its manifest): the upload is staged,
+    // checked and published like any data change of the table.
+    let set = crate::manifest::load(&s.config.manifests).map_err(|d| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_manifests",
+            format!(
+                "the manifests do not load: {}",
+                d.0.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+    })?;
+    let audits = crate::plan::audits(&set);
+    let audited = audits
+        .get(&table_name)
+        .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited);
+    let result = if audited {
+        let plan = crate::plan::Plan {
+            lakehouse: s.lake.config.clone(),
+            changes: vec![crate::plan::Change::Ingest(Box::new(change))],
+            errors: Vec::new(),
+            hints: Vec::new(),
+            held_back: Vec::new(),
+            release: Vec::new(),
+            drift: Vec::new(),
+            audit: audits,
+            atomic: false,
+        };
+        // On a blocking thread of its own: the whole apply future is not `Send` (its
+        // retry closures borrow), which a handler's future must be.
+        let state = s.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            runtime
+                .block_on(crate::apply::apply_with(
+                    &state.lake,
+                    &plan,
+                    &Default::default(),
+                    Arc::new(()),
+                    |_| {},
+                ))
+                .map_err(Box::new)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| *e)
+        .map(|applied| {
+            let head = applied
+                .iter()
+                .find(|a| a.change == "publish")
+                .and_then(|a| a.snapshot_id);
+            let outcome = applied.into_iter().find_map(|a| a.ingest);
+            let outcome = outcome.map(|o| crate::apply::ingest::IngestOutcome {
+                snapshot_id: head.or(o.snapshot_id),
+                ..o
+            });
+            (outcome, None)
+        })
+    } else {
+        crate::apply::ingest::apply_ingest(
+            &s.lake,
+            &change,
+            Arc::new(()),
+            iceberg::spec::MAIN_BRANCH,
+        )
+        .await
+        .map(|(o, state)| (Some(o), state))
+    };
+    let result = match result {
+        Ok((Some(o), state)) => Ok((o, state)),
+        Ok((None, _)) => Err(crate::apply::ApplyError::NoLongerApplies {
+            table: table_name.clone(),
+            reason: "the upload was not ingested".into(),
+        }),
+        Err(e) => Err(e),
+    };
+    match result {
         Ok((outcome, _)) => {
             let appended = outcome.files > 0;
             if appended {
@@ -492,6 +564,11 @@ pub async fn upload(
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_rows",
             format!("{error}; nothing was committed"),
+        )),
+        Err(e @ crate::apply::ApplyError::ChecksFailed(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "checks_failed",
+            e.to_string(),
         )),
         Err(e) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -687,3 +687,41 @@ async fn watch_with_atomic_publish_publishes_all_audited_tables_or_none() {
         assert_eq!(ids(&readers(&p, t)["main"]["ids"]), seq(0..8), "{t}");
     }
 }
+
+#[tokio::test]
+async fn an_upload_to_an_audited_table_through_serve_is_checked_before_it_is_published() {
+    let p = Project::new();
+    p.write("orders.yaml", &audited("orders", ""));
+    rows(&p, "orders", "a.csv", 0..10, "");
+    p.apply_converges();
+    let s = crate::serve::serve(&p, &[]);
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S");
+    let upload = |body: String| {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/tables/shop/orders/upload", s.base))
+            .bearer_auth(crate::serve::TOKEN)
+            .body(body)
+            .send()
+    };
+    let r = upload(format!("id,region,qty,ts\n50,eu,1,{now}\n3,us,1,{now}\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "checks_failed", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("ids-unique"),
+        "{body}"
+    );
+    assert_eq!(ids(&readers(&p, "shop.orders")["main"]["ids"]), seq(0..10));
+    let r = upload(format!("id,region,qty,ts\n50,eu,1,{now}\n"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let r = readers(&p, "shop.orders");
+    let mut want = seq(0..10);
+    want.push(50);
+    assert_eq!(ids(&r["main"]["ids"]), want, "{r}");
+    assert_eq!(body["snapshot_id"], r["main"]["snapshot_id"], "{body}");
+}
