@@ -10,7 +10,7 @@ use crate::mutate::query;
 
 /// `shop.<name>` with the checks of the issue and `publish: audited`, fed by
 /// `data/<name>/*.csv` (`id,region,qty,ts`).
-fn audited(name: &str, extra: &str) -> String {
+fn audited(name: &str) -> String {
     format!(
         r#"apiVersion: lakectl/v1
 kind: Table
@@ -35,8 +35,13 @@ spec:
     - {{name: fresh, freshness: {{column: ts, maxAgeHours: 48}}}}
     - {{name: no-negative, sql: "select count(*) = 0 from {{table}} where qty < 0", severity: warn}}
   publish: audited
-{extra}"#
+"#
     )
+}
+
+/// [`audited`] with `publish: direct` (the default).
+fn direct(name: &str) -> String {
+    audited(name).replace("  publish: audited\n", "")
 }
 
 /// Rows `ids` as CSV (region eu, qty 1, ts now), with `bad` lines appended as is.
@@ -143,7 +148,7 @@ async fn wait_for_audit_branch(p: &Project) {
 #[tokio::test]
 async fn a_failing_check_leaves_main_to_every_reader_and_the_branch_holds_the_new_rows() {
     let p = Project::new();
-    p.write("orders.yaml", &audited("orders", ""));
+    p.write("orders.yaml", &audited("orders"));
     rows(&p, "orders", "a.csv", 0..10, "");
     let out = p.apply_converges();
     // Staged, checked, published: the checks are listed and no branch is left.
@@ -240,7 +245,7 @@ async fn a_failing_check_leaves_main_to_every_reader_and_the_branch_holds_the_ne
 #[tokio::test]
 async fn a_pyiceberg_append_during_the_audit_is_kept_and_the_change_replayed_once() {
     let p = Project::new();
-    p.write("orders.yaml", &audited("orders", ""));
+    p.write("orders.yaml", &audited("orders"));
     rows(&p, "orders", "a.csv", 0..10, "");
     p.apply_converges();
     rows(&p, "orders", "b.csv", 10..20, "");
@@ -277,7 +282,7 @@ print("appended")
 #[tokio::test]
 async fn killed_between_the_branch_commit_and_the_publish_main_gets_the_change_once() {
     let p = Project::new();
-    p.write("orders.yaml", &audited("orders", ""));
+    p.write("orders.yaml", &audited("orders"));
     rows(&p, "orders", "a.csv", 0..10, "");
     p.apply_converges();
     let before = readers(&p, "shop.orders");
@@ -305,7 +310,7 @@ fn three(p: &Project, lakehouse: Option<&str>) {
         p.write("lakehouse.yaml", l);
     }
     for t in ["t1", "t2", "t3"] {
-        p.write(&format!("{t}.yaml"), &audited(t, ""));
+        p.write(&format!("{t}.yaml"), &audited(t));
         rows(p, t, "a.csv", 0..5, "");
     }
 }
@@ -463,10 +468,7 @@ async fn atomic_publish_through_the_rest_catalog_endpoint_all_or_none() {
 async fn preview_on_a_branch_then_publish_and_a_markdown_plan() {
     let p = Project::new();
     // Direct publish: only `apply --branch` stages.
-    p.write(
-        "orders.yaml",
-        &audited("orders", "").replace("  publish: audited\n", ""),
-    );
+    p.write("orders.yaml", &direct("orders"));
     rows(&p, "orders", "a.csv", 0..10, "");
     p.apply_converges();
     rows(&p, "orders", "b.csv", 10..20, "");
@@ -500,12 +502,10 @@ async fn preview_on_a_branch_then_publish_and_a_markdown_plan() {
     assert_eq!(p.plan().0, 2);
     // A schema change in the same pull request: structure goes to main directly, and
     // the markdown plan collapses its schema diff.
-    let with_note = audited("orders", "")
-        .replace("  publish: audited\n", "")
-        .replace(
-            "    - {name: ts, type: timestamp}\n",
-            "    - {name: ts, type: timestamp}\n    - {name: note, type: string}\n",
-        );
+    let with_note = direct("orders").replace(
+        "    - {name: ts, type: timestamp}\n",
+        "    - {name: ts, type: timestamp}\n    - {name: note, type: string}\n",
+    );
     p.write("orders.yaml", &with_note);
     let out = p.run(&[
         "plan",
@@ -563,7 +563,7 @@ async fn preview_on_a_branch_then_publish_and_a_markdown_plan() {
 #[tokio::test]
 async fn watch_publishes_audited_changes_and_reports_failing_checks_once() {
     let p = Project::new();
-    p.write("orders.yaml", &audited("orders", ""));
+    p.write("orders.yaml", &audited("orders"));
     rows(&p, "orders", "a.csv", 0..10, "");
     let w = crate::watch::watch(&p, &[]);
     let s = crate::watch::until(&w, "published", |s| {
@@ -592,10 +592,7 @@ async fn watch_publishes_audited_changes_and_reports_failing_checks_once() {
     assert_eq!(failing, vec!["ids-unique"], "{t}");
     // Another table's manifest wakes the loop: the same failing changes are not staged
     // again (one audit branch), main keeps its rows.
-    p.write(
-        "other.yaml",
-        &audited("other", "").replace("  publish: audited\n", ""),
-    );
+    p.write("other.yaml", &direct("other"));
     rows(&p, "other", "a.csv", 0..3, "");
     crate::watch::until(&w, "other table", |s| {
         s["tables"]["shop.other"]["condition"] == "Ready"
@@ -617,10 +614,7 @@ async fn watch_publishes_audited_changes_and_reports_failing_checks_once() {
 #[tokio::test]
 async fn publish_after_a_rollback_of_main_replays_instead_of_undoing_the_rollback() {
     let p = Project::new();
-    p.write(
-        "orders.yaml",
-        &audited("orders", "").replace("  publish: audited\n", ""),
-    );
+    p.write("orders.yaml", &direct("orders"));
     rows(&p, "orders", "a.csv", 0..10, "");
     p.apply_converges();
     rows(&p, "orders", "b.csv", 10..20, "");
@@ -650,7 +644,7 @@ async fn watch_with_atomic_publish_publishes_all_audited_tables_or_none() {
         "apiVersion: lakectl/v1\nkind: Lakehouse\nmetadata: {name: local}\nspec:\n  catalog: {type: sql, uri: \"sqlite:../.lakectl/catalog.db\"}\n  warehouse: ../.lakectl/warehouse\n  atomicPublish: true\n",
     );
     for t in ["t1", "t2"] {
-        p.write(&format!("{t}.yaml"), &audited(t, ""));
+        p.write(&format!("{t}.yaml"), &audited(t));
         rows(&p, t, "a.csv", 0..5, "");
     }
     let w = crate::watch::watch(&p, &[]);
@@ -691,7 +685,7 @@ async fn watch_with_atomic_publish_publishes_all_audited_tables_or_none() {
 #[tokio::test]
 async fn an_upload_to_an_audited_table_through_serve_is_checked_before_it_is_published() {
     let p = Project::new();
-    p.write("orders.yaml", &audited("orders", ""));
+    p.write("orders.yaml", &audited("orders"));
     rows(&p, "orders", "a.csv", 0..10, "");
     p.apply_converges();
     let s = crate::serve::serve(&p, &[]);
