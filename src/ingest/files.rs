@@ -72,12 +72,7 @@ pub fn list_local(uri: &str, base: &Path) -> Result<Vec<SourceFile>, String> {
     let mut files: Vec<SourceFile> = out
         .into_iter()
         .map(|(p, md)| {
-            let mtime_ms = md
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let mtime_ms = mtime_ms(&md);
             let abs = match (&cwd, p.is_absolute()) {
                 (Some(c), false) => c.join(&p),
                 _ => p.clone(),
@@ -185,6 +180,38 @@ pub enum FileState {
     },
 }
 
+/// A file's modification time in milliseconds since the epoch (0 when unknown).
+fn mtime_ms(md: &std::fs::Metadata) -> i64 {
+    md.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A local file that is no longer as it was listed (size, and mtime when one was
+/// listed): it was written to while being ingested, so what was read and hashed may
+/// not be one version of it. `None` when unchanged (and for S3 objects, which are
+/// read by ETag).
+pub fn changed_since_listing(file: &SourceFile) -> Option<String> {
+    if file.etag.is_some() {
+        return None;
+    }
+    let md = match std::fs::metadata(&file.location) {
+        Ok(md) => md,
+        Err(e) => return Some(format!("cannot stat it again: {e}")),
+    };
+    let (size, mtime) = (md.len(), mtime_ms(&md));
+    if size != file.size || (file.mtime_ms != 0 && mtime != file.mtime_ms) {
+        Some(format!(
+            "it changed while it was being ingested (size {} → {size}, mtime {} → {mtime})",
+            file.size, file.mtime_ms
+        ))
+    } else {
+        None
+    }
+}
+
 /// Compares a listed file with the ledger (hashing only when size or mtime differ).
 pub fn state_of(
     file: &SourceFile,
@@ -259,5 +286,18 @@ mod tests {
         assert!(list_local("nope.csv", d.path())
             .unwrap_err()
             .contains("does not exist"));
+    }
+
+    #[test]
+    fn a_file_written_after_it_was_listed_is_seen_as_changed() {
+        let d = tempfile::tempdir().unwrap();
+        // Created empty (a writer that has not written yet), listed, then filled.
+        std::fs::write(d.path().join("a.csv"), "").unwrap();
+        let listed = list_local("*.csv", d.path()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(changed_since_listing(&listed[0]), None);
+        std::fs::write(d.path().join("a.csv"), "id\n1\n").unwrap();
+        let why = changed_since_listing(&listed[0]).expect("changed");
+        assert!(why.contains("size 0 → 5"), "{why}");
     }
 }

@@ -616,6 +616,17 @@ async fn ledger_entries(
                 file: f.file.path.clone(),
                 message: format!("cannot read: {e}"),
             })?;
+        // Read and hashed: still the version listed? A file still being written (a
+        // writer that creates it, then fills it) must not be recorded as ingested
+        // with the rows of a part of it.
+        if let Some(why) = files::changed_since_listing(&f.file) {
+            return Err(IngestError::File {
+                file: f.file.path.clone(),
+                message: format!(
+                    "{why}; nothing was committed: it is ingested once it stops changing (write files elsewhere and rename them into place)"
+                ),
+            });
+        }
         out.push(IngestedFile {
             path: f.file.path.clone(),
             size: f.file.size,

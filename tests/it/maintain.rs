@@ -442,11 +442,15 @@ async fn watch_compacts_a_table_fed_small_files_by_itself() {
         if all && left <= 3 * 4 {
             break;
         }
-        assert!(
-            fed.elapsed() < std::time::Duration::from_secs(55),
-            "{left} data files, all rows: {all}, {:?} after the feed: {s}",
-            fed.elapsed()
-        );
+        if fed.elapsed() >= std::time::Duration::from_secs(55) {
+            let plan = p.run(&["plan", "manifests"]);
+            panic!(
+                "{left} data files, all rows: {all} (query: {}), {:?} after the feed: {s}\nplan:\n{}",
+                crate::common::text(&out).trim(),
+                fed.elapsed(),
+                crate::common::text(&plan)
+            );
+        }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     assert!(
