@@ -191,10 +191,10 @@ fn mtime_ms(md: &std::fs::Metadata) -> i64 {
 
 /// A local file that is no longer as it was listed (size, and mtime when one was
 /// listed): it was written to while being ingested, so what was read and hashed may
-/// not be one version of it. `None` when unchanged (and for S3 objects, which are
-/// read by ETag).
+/// not be one version of it. `None` when unchanged, and for S3 objects (read from a
+/// local spool copy, whose mtime is the download's; an object is replaced whole).
 pub fn changed_since_listing(file: &SourceFile) -> Option<String> {
-    if file.etag.is_some() {
+    if file.etag.is_some() || file.path.starts_with("s3://") || file.path.starts_with("s3a://") {
         return None;
     }
     let md = match std::fs::metadata(&file.location) {
