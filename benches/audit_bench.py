@@ -129,7 +129,7 @@ for i in range(a.runs):
     r = timed([lakectl, "check", "manifests", "--output", "json"], cwd=root)
     checks["lakectl"].append(r); last["lakectl"] = json.loads(r[3])
     r = timed([python, "-c", DUCK, meta, os.path.join(shared, "oracle")])
-    checks["duckdb"].append(r); last["duckdb"] = json.loads(r[3])
+    checks["duckdb"].append(r); last["duckdb"] = json.loads(r[3].strip().splitlines()[-1])
 print(f"\nthe 4 checks over {a.rows + a.batch:,} rows, median of {a.runs}")
 print(f"{'':<9} {'wall s':>7} {'cpu/wall':>9} {'peak MiB':>9}")
 for name, rs in checks.items():
