@@ -1127,10 +1127,7 @@ async fn publish_cmd(
             let changes = plan
                 .changes
                 .iter()
-                .filter(|c| {
-                    matches!(c, plan::Change::Ingest(_) | plan::Change::Mutation(_))
-                        && c.table() == Some(table.as_str())
-                })
+                .filter(|c| c.is_data() && c.table() == Some(table.as_str()))
                 .cloned()
                 .collect();
             staged.push(apply::publish::Staged {
@@ -1250,10 +1247,7 @@ async fn check_cmd(
             return 1;
         }
     };
-    let failed = checks
-        .iter()
-        .filter(|c| c.failures().next().is_some())
-        .count();
+    let failed = checks.iter().filter(|c| c.blocks()).count();
     match output {
         Output::Text => {
             if checks.is_empty() {

@@ -151,16 +151,13 @@ pub async fn apply_with(
         if let Some(b) = &options.branch {
             return Some(b.clone());
         }
-        let audited = plan
-            .audit
-            .get(table)
-            .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited);
-        audited.then(|| audit_branch.clone())
+        plan.audited(table).then(|| audit_branch.clone())
     };
     let atomic = options.atomic || plan.atomic;
-    let stages = plan.changes.iter().any(|c| {
-        matches!(c, Change::Ingest(_) | Change::Mutation(_)) && c.table().and_then(route).is_some()
-    });
+    let stages = plan
+        .changes
+        .iter()
+        .any(|c| c.is_data() && c.table().and_then(route).is_some());
     if atomic && stages && options.branch.is_none() {
         // Refused before anything is staged.
         lake.multi_table_commits()
@@ -174,7 +171,7 @@ pub async fn apply_with(
     // applies it (`Lake::commit`), so a failure keeps it held back.
     let mut done = Vec::new();
     for change in &plan.changes {
-        if let (Change::Ingest(_) | Change::Mutation(_), Some(table)) = (change, change.table()) {
+        if let (true, Some(table)) = (change.is_data(), change.table()) {
             if let Some(branch) = route(table) {
                 let applied =
                     publish::run_data_change(lake, change, progress.clone(), &branch).await?;
@@ -290,7 +287,7 @@ pub async fn apply_with(
         let checks = publish::check_all(lake, &plan.audit, branch, None).await?;
         let mut failed = Vec::new();
         for c in checks {
-            let blocks = c.failures().next().is_some();
+            let blocks = c.blocks();
             let a = Applied {
                 change: "check".into(),
                 target: c.table.clone(),

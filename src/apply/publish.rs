@@ -71,6 +71,11 @@ impl TableChecks {
     pub fn failures(&self) -> impl Iterator<Item = &CheckResult> {
         self.results.iter().filter(|r| r.blocks())
     }
+
+    /// An `error` check failed: the table is not published.
+    pub fn blocks(&self) -> bool {
+        self.failures().next().is_some()
+    }
 }
 
 /// The message of [`ApplyError::ChecksFailed`].
@@ -456,7 +461,7 @@ pub async fn publish(
                     head,
                     checks,
                 } => {
-                    if checks.failures().next().is_some() {
+                    if checks.blocks() {
                         on_applied(&checked(checks.clone()));
                         failed.push(checks);
                         landed = true;
@@ -516,7 +521,7 @@ async fn publish_atomic(
                     head,
                     checks,
                 } => {
-                    if checks.failures().next().is_some() {
+                    if checks.blocks() {
                         failed.push(checks);
                         continue;
                     }

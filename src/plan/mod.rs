@@ -126,6 +126,13 @@ pub struct TableAudit {
     pub identifier_fields: Vec<String>,
 }
 
+impl TableAudit {
+    /// `publish: audited`: data changes are staged, checked and published.
+    pub fn audited(&self) -> bool {
+        self.publish == crate::manifest::types::PublishMode::Audited
+    }
+}
+
 /// The write-audit-publish settings of every declared table with checks or an
 /// audited publish.
 pub fn audits(set: &ManifestSet) -> BTreeMap<String, TableAudit> {
@@ -146,6 +153,11 @@ pub fn audits(set: &ManifestSet) -> BTreeMap<String, TableAudit> {
 }
 
 impl Plan {
+    /// Whether `table`'s data changes are staged, checked and published.
+    pub fn audited(&self, table: &str) -> bool {
+        self.audit.get(table).is_some_and(TableAudit::audited)
+    }
+
     /// A plan of these changes with the settings of `self` (and no errors, hints, held
     /// back or drift): `watch` applies a table's changes one plan at a time.
     pub fn with_changes(&self, changes: Vec<Change>) -> Plan {
@@ -286,6 +298,12 @@ impl OrphansChange {
 
 impl Change {
     /// Compaction, manifest merging, expiry, orphan removal.
+    /// A data change (ingest, upsert, mutation): what an audited table stages on a
+    /// branch.
+    pub fn is_data(&self) -> bool {
+        matches!(self, Change::Ingest(_) | Change::Mutation(_))
+    }
+
     pub fn is_maintenance(&self) -> bool {
         matches!(
             self,

@@ -344,10 +344,11 @@ pub fn text(plan: &Plan, style: Style) -> String {
     }
     let mut audited = false;
     for (table, a) in &plan.audit {
-        let staged = plan.changes.iter().any(|c| {
-            matches!(c, Change::Ingest(_) | Change::Mutation(_)) && c.table() == Some(table)
-        });
-        if staged && a.publish == crate::manifest::types::PublishMode::Audited {
+        let staged = plan
+            .changes
+            .iter()
+            .any(|c| c.is_data() && c.table() == Some(table));
+        if staged && a.audited() {
             audited = true;
             let _ = writeln!(
                 out,

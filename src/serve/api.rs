@@ -472,7 +472,7 @@ pub async fn upload(
     let audits = crate::plan::audits(&set);
     let audited = audits
         .get(&table_name)
-        .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited);
+        .is_some_and(crate::plan::TableAudit::audited);
     let result = if audited {
         let plan = crate::plan::Plan {
             lakehouse: s.lake.config.clone(),

@@ -89,7 +89,7 @@ impl ChecksStatus {
             at: now_rfc3339(),
             branch: c.branch.clone(),
             snapshot_id: c.snapshot_id,
-            passed: c.failures().next().is_none(),
+            passed: !c.blocks(),
             results: c.results.clone(),
         }
     }
@@ -514,14 +514,9 @@ async fn reconcile_once(
     let mut plan = crate::plan::diff(set, &actual, lake.config.clone());
     // `atomicPublish`: an audited table's data changes are published together with
     // the other audited tables', after the per-table reconciles (`reconcile_atomic`).
-    let is_audited = |plan: &crate::plan::Plan| {
-        plan.audit
-            .get(&name)
-            .is_some_and(|a| a.publish == crate::manifest::types::PublishMode::Audited)
-    };
-    let atomic_audited = plan.atomic && is_audited(&plan);
+    let atomic_audited = plan.atomic && plan.audited(&name);
     if atomic_audited {
-        plan.changes.retain(|c| !is_data(c));
+        plan.changes.retain(|c| !c.is_data());
     }
     if !due {
         plan.changes.retain(|c| !c.is_maintenance());
@@ -607,7 +602,7 @@ async fn reconcile_once(
     let mut reverted = false;
     let mut maintenance_done: Vec<String> = Vec::new();
     // An audited table's data changes are staged, checked and published together.
-    let audited = !atomic_audited && is_audited(&plan);
+    let audited = !atomic_audited && plan.audited(&name);
     // What is staged: the data changes (maintenance and structure commit to main).
     let fingerprint = audited.then(|| data_fingerprint(&plan));
     if let Some(f) = &fingerprint {
@@ -774,17 +769,10 @@ async fn reconcile_once(
     (true, reverted || deferred)
 }
 
-fn is_data(c: &crate::plan::Change) -> bool {
-    matches!(
-        c,
-        crate::plan::Change::Ingest(_) | crate::plan::Change::Mutation(_)
-    )
-}
-
 /// What a failed publish staged: the plan's data changes (structure and maintenance
 /// commit to main), hashed.
 fn data_fingerprint(plan: &crate::plan::Plan) -> String {
-    let data: Vec<&crate::plan::Change> = plan.changes.iter().filter(|c| is_data(c)).collect();
+    let data: Vec<&crate::plan::Change> = plan.changes.iter().filter(|c| c.is_data()).collect();
     crate::plan::short_hash(serde_json::to_string(&data).unwrap_or_default().as_bytes())
 }
 
@@ -836,7 +824,7 @@ async fn reconcile_atomic(lake: &Lake, set: &ManifestSet, shared: &Shared) {
         }
     };
     let mut plan = crate::plan::diff(&audited, &actual, lake.config.clone());
-    plan.changes.retain(is_data);
+    plan.changes.retain(crate::plan::Change::is_data);
     if plan.changes.is_empty() || !plan.errors.is_empty() {
         return;
     }
