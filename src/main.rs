@@ -837,23 +837,7 @@ async fn apply_with(
     let result = apply::apply_with(&lake, &plan, &apply_options, bar.clone(), |a| {
         if output == Output::Text {
             if let Some(c) = &a.checks {
-                let verb = if a.change == "publish" {
-                    format!(
-                        "{} publish {} ← {} (snapshot {})",
-                        style.green("✓"),
-                        a.target,
-                        a.branch.clone().unwrap_or_default(),
-                        a.snapshot_id.unwrap_or_default()
-                    )
-                } else {
-                    format!(
-                        "checks of {} on {}:",
-                        a.target,
-                        a.branch.clone().unwrap_or_default()
-                    )
-                };
-                bar.println(verb);
-                bar.println(render_checks(c, style));
+                bar.println(checked_text(a, c, style));
                 return;
             }
             let snap = a
@@ -1052,6 +1036,26 @@ fn valid_branch(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A publish or a check of an apply: its line, then its check results.
+fn checked_text(
+    a: &apply::Applied,
+    c: &apply::publish::TableChecks,
+    style: render::Style,
+) -> String {
+    let branch = a.branch.as_deref().unwrap_or_default();
+    let head = if a.change == "publish" {
+        format!(
+            "{} publish {} ← {branch} (snapshot {})",
+            style.green("✓"),
+            a.target,
+            a.snapshot_id.unwrap_or_default()
+        )
+    } else {
+        format!("checks of {} on {branch}:", a.target)
+    };
+    format!("{head}\n{}", render_checks(c, style))
+}
+
 /// A table's check results, one line each, with the samples of a failure.
 fn render_checks(c: &apply::publish::TableChecks, style: render::Style) -> String {
     let mut out = Vec::new();
@@ -1153,19 +1157,7 @@ async fn publish_cmd(
         &mut |a: &apply::Applied| {
             if output == Output::Text {
                 match &a.checks {
-                    Some(c) => {
-                        if a.change == "publish" {
-                            println!(
-                                "{} publish {} ← {name} (snapshot {})",
-                                style.green("✓"),
-                                a.target,
-                                a.snapshot_id.unwrap_or_default()
-                            );
-                        } else {
-                            println!("checks of {} on {name}:", a.target);
-                        }
-                        println!("{}", render_checks(c, style));
-                    }
+                    Some(c) => println!("{}", checked_text(a, c, style)),
                     None => println!("{} {} {}", style.green("✓"), a.change, a.target),
                 }
             }

@@ -288,14 +288,7 @@ pub async fn apply_with(
         let mut failed = Vec::new();
         for c in checks {
             let blocks = c.blocks();
-            let a = Applied {
-                change: "check".into(),
-                target: c.table.clone(),
-                snapshot_id: c.snapshot_id,
-                branch: Some(c.branch.clone()),
-                checks: Some(c.clone()),
-                ..Default::default()
-            };
+            let a = publish::checked(c.clone());
             on_applied(&a);
             done.push(a);
             if blocks {

@@ -404,7 +404,8 @@ fn published(table: &str, branch: &str, head: i64, checks: TableChecks) -> Appli
     }
 }
 
-fn checked(checks: TableChecks) -> Applied {
+/// A check's entry in an apply's output.
+pub(crate) fn checked(checks: TableChecks) -> Applied {
     Applied {
         change: "check".into(),
         target: checks.table.clone(),
