@@ -654,18 +654,6 @@ impl Lake {
                 _ => None,
             })
             .collect();
-        let moved_to = updates.iter().find_map(|u| match u {
-            TableUpdate::SetSnapshotRef {
-                ref_name,
-                reference,
-            } if ref_name == iceberg::spec::MAIN_BRANCH
-                && !added.contains(&reference.snapshot_id)
-                && base.snapshot_by_id(reference.snapshot_id).is_some() =>
-            {
-                Some(reference.snapshot_id)
-            }
-            _ => None,
-        });
         // The table property names the newest ledger file of `main`: a snapshot
         // committed to another branch (an audit or preview branch) leaves it alone.
         let main_head = updates.iter().find_map(|u| match u {
@@ -675,6 +663,9 @@ impl Lake {
             } if ref_name == iceberg::spec::MAIN_BRANCH => Some(reference.snapshot_id),
             _ => None,
         });
+        // `main` moved to a snapshot it already had (a rollback, a publish).
+        let moved_to =
+            main_head.filter(|id| !added.contains(id) && base.snapshot_by_id(*id).is_some());
         let mut pointer = None;
         let mut held = ledger::held_back(base);
         let held_before = held.len();
@@ -808,13 +799,7 @@ impl Lake {
         let catalog = match &self.backend {
             Backend::Sql(c) => c,
             Backend::Rest(c) => {
-                let (updates, written) = match self.load_table(ident).await? {
-                    Some(current) => {
-                        stale_sequence(&current.metadata, &updates)?;
-                        self.record_ledger(&current.metadata, updates).await?
-                    }
-                    None => (updates, Vec::new()),
-                };
+                let (updates, written) = self.rest_updates(ident, updates).await?;
                 let (location, metadata) = match c.commit(ident, requirements, &updates).await {
                     Ok(done) => done,
                     Err(e) => {
@@ -848,6 +833,23 @@ impl Lake {
             )));
         }
         Ok(p.state)
+    }
+
+    /// A REST commit's updates with the ledger recorded (the server applies them; the
+    /// stale-sequence conflict is found here, as the SQL path does in [`Self::prepare`]),
+    /// and the ledger files written.
+    async fn rest_updates(
+        &self,
+        ident: &TableIdent,
+        updates: Vec<TableUpdate>,
+    ) -> Result<(Vec<TableUpdate>, Vec<String>), CommitError> {
+        match self.load_table(ident).await? {
+            Some(current) => {
+                stale_sequence(&current.metadata, &updates)?;
+                self.record_ledger(&current.metadata, updates).await
+            }
+            None => Ok((updates, Vec::new())),
+        }
     }
 
     /// Steps 1–3 of the SQL catalog's commit: the new metadata file, written.
@@ -923,10 +925,7 @@ impl Lake {
                 let mut prepared = Vec::with_capacity(commits.len());
                 let mut written = Vec::new();
                 for (ident, requirements, updates) in commits {
-                    let (updates, w) = match self.load_table(&ident).await? {
-                        Some(current) => self.record_ledger(&current.metadata, updates).await?,
-                        None => (updates, Vec::new()),
-                    };
+                    let (updates, w) = self.rest_updates(&ident, updates).await?;
                     written.extend(w);
                     prepared.push((ident, requirements, updates));
                 }
