@@ -647,11 +647,7 @@ async fn reconcile_once(
                     .fetch_add(landed.min(1) as u64, Ordering::Relaxed);
                 for a in &applied {
                     if let Some(c) = &a.checks {
-                        if let Ok(mut s) = shared.status.lock() {
-                            if let Some(t) = s.tables.get_mut(&name) {
-                                t.last_checks = Some(ChecksStatus::of(c));
-                            }
-                        }
+                        record_checks(shared, &name, c);
                     }
                     if let Some(c) = &a.compaction {
                         let counters = &shared.counters;
@@ -687,20 +683,13 @@ async fn reconcile_once(
             }
             Err(e) => {
                 let reason = if let crate::apply::ApplyError::ChecksFailed(failed) = &e {
-                    // A check that could not run (a read that failed) is tried again.
-                    let ran = failed
-                        .iter()
-                        .flat_map(|c| c.results.iter())
-                        .all(|r| !r.could_not_run);
                     if let (Some(f), true, Ok(mut m)) =
-                        (&fingerprint, ran, shared.failed_checks.lock())
+                        (&fingerprint, all_ran(failed), shared.failed_checks.lock())
                     {
                         m.insert(name.clone(), f.clone());
                     }
-                    if let (Some(c), Ok(mut s)) = (failed.first(), shared.status.lock()) {
-                        if let Some(t) = s.tables.get_mut(&name) {
-                            t.last_checks = Some(ChecksStatus::of(c));
-                        }
+                    if let Some(c) = failed.first() {
+                        record_checks(shared, &name, c);
                     }
                     "ChecksFailed"
                 } else {
@@ -728,11 +717,7 @@ async fn reconcile_once(
         .await
         .map(|mut c| c.pop())
         {
-            if let Ok(mut s) = shared.status.lock() {
-                if let Some(t) = s.tables.get_mut(&name) {
-                    t.last_checks = Some(ChecksStatus::of(&c));
-                }
-            }
+            record_checks(shared, &name, &c);
         }
     }
     let (last, checks) = shared
@@ -769,6 +754,24 @@ async fn reconcile_once(
     (true, reverted || deferred)
 }
 
+/// Records `c` as `table`'s last check results in `/status`.
+fn record_checks(shared: &Shared, table: &str, c: &crate::apply::publish::TableChecks) {
+    if let Ok(mut s) = shared.status.lock() {
+        if let Some(t) = s.tables.get_mut(table) {
+            t.last_checks = Some(ChecksStatus::of(c));
+        }
+    }
+}
+
+/// Every check of a refused publish ran: its failure stands until the changes differ
+/// (one that could not run, a read that failed, is tried again).
+fn all_ran(failed: &[crate::apply::publish::TableChecks]) -> bool {
+    failed
+        .iter()
+        .flat_map(|c| c.results.iter())
+        .all(|r| !r.could_not_run)
+}
+
 /// What a failed publish staged: the plan's data changes (structure and maintenance
 /// commit to main), hashed.
 fn data_fingerprint(plan: &crate::plan::Plan) -> String {
@@ -802,10 +805,10 @@ async fn reconcile_atomic(lake: &Lake, set: &ManifestSet, shared: &Shared) {
                 t.reason = reason.into();
                 t.message = message.clone();
                 t.last_error = (condition == "Degraded").then_some(message);
-                if let Some(c) = checks {
-                    t.last_checks = Some(ChecksStatus::of(c));
-                }
             }
+        }
+        if let Some(c) = checks {
+            record_checks(shared, table, c);
         }
     };
     let actual = match crate::plan::observe(Some(lake), &audited, &lake.config).await {
@@ -886,11 +889,7 @@ async fn reconcile_atomic(lake: &Lake, set: &ManifestSet, shared: &Shared) {
         }
         Err(crate::apply::ApplyError::ChecksFailed(failed)) => {
             shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-            let ran = failed
-                .iter()
-                .flat_map(|c| c.results.iter())
-                .all(|r| !r.could_not_run);
-            if let (true, Ok(mut m)) = (ran, shared.failed_checks.lock()) {
+            if let (true, Ok(mut m)) = (all_ran(&failed), shared.failed_checks.lock()) {
                 m.insert(ATOMIC.into(), fingerprint);
             }
             let names: Vec<&str> = failed.iter().map(|c| c.table.as_str()).collect();
