@@ -161,10 +161,7 @@ pub async fn apply_with(
     if atomic && stages && options.branch.is_none() {
         // Refused before anything is staged.
         lake.multi_table_commits()
-            .map_err(|reason| ApplyError::NoLongerApplies {
-                table: "atomic publish".into(),
-                reason: format!("an atomic publish is not possible: {reason}"),
-            })?;
+            .map_err(publish::atomic_refused)?;
     }
     let mut staged: Vec<publish::Staged> = Vec::new();
     // A released (`--reapply`) change leaves the held-back list in the commit that

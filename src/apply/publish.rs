@@ -436,11 +436,7 @@ pub async fn publish(
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     if atomic {
-        lake.multi_table_commits()
-            .map_err(|reason| ApplyError::NoLongerApplies {
-                table: staged.first().map(|s| s.table.clone()).unwrap_or_default(),
-                reason: format!("an atomic publish is not possible: {reason}"),
-            })?;
+        lake.multi_table_commits().map_err(atomic_refused)?;
         return publish_atomic(lake, plan, staged, drop_branch, progress, on_applied).await;
     }
     let mut done = Vec::new();
@@ -498,6 +494,15 @@ pub async fn publish(
         return Err(ApplyError::ChecksFailed(failed));
     }
     Ok(done)
+}
+
+/// The refusal of an atomic publish on a catalog that cannot commit to several tables
+/// at once (`Lake::multi_table_commits`'s reason).
+pub(crate) fn atomic_refused(reason: String) -> ApplyError {
+    ApplyError::NoLongerApplies {
+        table: "atomic publish".into(),
+        reason: format!("an atomic publish is not possible: {reason}"),
+    }
 }
 
 async fn publish_atomic(
