@@ -32,7 +32,7 @@ import duckdb  # noqa: E402
 
 sys.path.insert(0, os.path.join(shared, "oracle"))
 sys.path.insert(0, here)
-from proctree import measured  # noqa: E402
+from proctree import timed  # noqa: E402
 
 seed = os.path.join(work, "seed.csv")
 batch = os.path.join(work, "batch.csv")
@@ -63,11 +63,6 @@ spec:
     - {{name: seed, uri: {seed}}}
     - {{name: feed, uri: ../feed/*.csv}}
 {checks}"""
-
-
-def timed(cmd, cwd=None):
-    out, wall, cpu, rss = measured(cmd, cwd=cwd)
-    return wall, cpu / wall, rss, out
 
 
 def project(name, audited):

@@ -57,3 +57,13 @@ def measured(cmd, env=None, cwd=None, timeout=None):
     cpu = max(sum(cpu_seen.values()) / tick, float(user) + float(system))
     rss = max(peak / 2**20, int(rss_kib) / 1024)
     return stdout, wall, cpu, rss
+
+
+def timed(cmd, cwd=None, env=None, timeout=None):
+    """(wall s, cpu/wall, peak RSS MiB, stdout) of the whole process tree, or None past
+    `timeout` seconds."""
+    r = measured(cmd, env=env, cwd=cwd, timeout=timeout)
+    if r is None:
+        return None
+    out, wall, cpu, rss = r
+    return wall, cpu / wall, rss, out

@@ -84,16 +84,7 @@ def copy(name):
 
 
 sys.path.insert(0, here)
-from proctree import measured  # noqa: E402
-
-
-def timed(cmd, cwd=None, env=None, timeout=None):
-    """(wall, cpu/wall, peak RSS MiB, stdout) of the whole process tree, or None."""
-    r = measured(cmd, env=env, cwd=cwd, timeout=timeout)
-    if r is None:
-        return None
-    out, wall, cpu, rss = r
-    return wall, cpu / wall, rss, out
+from proctree import timed  # noqa: E402
 
 
 def metadata(root):
