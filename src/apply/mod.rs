@@ -373,15 +373,7 @@ pub(crate) async fn commit_on_main(
     snapshot: iceberg::spec::Snapshot,
     attempt: u32,
 ) -> Result<crate::lake::TableState, CommitError> {
-    commit_on(
-        lake,
-        ident,
-        md,
-        snapshot,
-        attempt,
-        iceberg::spec::MAIN_BRANCH,
-    )
-    .await
+    commit_on(lake, ident, md, snapshot, attempt, MAIN_BRANCH).await
 }
 
 /// [`commit_on_main`] for branch `branch`, `md` being the branch's view of the table
@@ -405,7 +397,7 @@ pub(crate) async fn commit_on(
         },
     ];
     // A new branch: `md` is `main`'s view, so its head is where the branch starts.
-    if branch != iceberg::spec::MAIN_BRANCH && md.snapshot_for_ref(&branch).is_none() {
+    if branch != MAIN_BRANCH && md.snapshot_for_ref(&branch).is_none() {
         updates.push(crate::lake::set_branch_base(
             &branch,
             md.current_snapshot_id(),
