@@ -540,7 +540,7 @@ async fn preview_on_a_branch_then_publish_and_a_markdown_plan() {
     let out = p.run(&["publish", "pr-7"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(ids(&readers(&p, "shop.orders")["main"]["ids"]), seq(0..10));
-    // Fixed: publish replays nothing (main did not move) and fast-forwards main.
+    // Removing the bad file from the source leaves its rows on pr-7: still refused.
     std::fs::remove_file(p.root().join("data/orders/c.csv")).unwrap();
     let out = p.run(&["publish", "pr-7"]);
     assert_eq!(
