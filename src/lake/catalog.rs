@@ -189,8 +189,22 @@ impl SqlCatalog {
         old: &str,
         new: &str,
     ) -> Result<bool, sqlx::Error> {
-        self.compare_and_swap_all(&[(ns.into(), table.into(), old.into(), new.into())])
-            .await
+        // A single autocommit UPDATE, as it has always been (the transaction of
+        // `compare_and_swap_all` is for commits across tables only).
+        let r = sqlx::query(
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+               AND metadata_location = ?",
+        )
+        .bind(new)
+        .bind(old)
+        .bind(&self.name)
+        .bind(ns)
+        .bind(table)
+        .bind(old)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Compare-and-swaps of several tables in one SQLite transaction: all or none
