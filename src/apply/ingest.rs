@@ -37,6 +37,10 @@ pub struct IngestOutcome {
     /// What an upsert or a replacement did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keyed: Option<super::keyed::KeyedOutcome>,
+    /// Where the data work ran when not on this machine (`spark`), or why it did not
+    /// run on the configured engine (`local: …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 pub async fn apply_ingest(
@@ -50,6 +54,7 @@ pub async fn apply_ingest(
     }
     let ident = c.ident();
     let mut written: Option<(Written, i32, i32, Vec<String>)> = None;
+    let mut local_reason = None;
     for attempt in 0..super::MAX_ATTEMPTS {
         let state = lake.load_on(&ident, branch).await?;
         let md = &state.metadata;
@@ -57,6 +62,15 @@ pub async fn apply_ingest(
         let todo = todo_files(c, &done);
         if todo.is_empty() {
             return Ok((IngestOutcome::already_applied(md), Some(state)));
+        }
+        if attempt == 0 {
+            let bytes = todo.iter().map(|f| f.file.size).sum();
+            if let Some(spark) = super::spark::engine_for(lake, bytes) {
+                match super::spark::ingest_unsupported(c, &todo) {
+                    None => return super::spark::ingest(lake, spark, c, todo, state, branch).await,
+                    Some(why) => local_reason = Some(format!("local ({why})")),
+                }
+            }
         }
         let paths: Vec<String> = todo.iter().map(|f| f.file.path.clone()).collect();
         let reusable = written.as_ref().is_some_and(|(_, schema, spec, p)| {
@@ -124,6 +138,7 @@ pub async fn apply_ingest(
                         snapshot_id: Some(snapshot_id),
                         already_applied: false,
                         keyed: None,
+                        engine: local_reason.clone(),
                     },
                     Some(state),
                 ))
@@ -156,6 +171,7 @@ impl IngestOutcome {
             snapshot_id: md.current_snapshot_id(),
             already_applied: true,
             keyed: None,
+            engine: None,
         }
     }
 }

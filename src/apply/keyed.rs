@@ -278,6 +278,11 @@ pub async fn apply_keyed(
                         snapshot_id: Some(snapshot_id),
                         already_applied: false,
                         keyed: Some(outcome),
+                        engine: lake
+                            .config
+                            .engine
+                            .as_ref()
+                            .map(|_| "local (keyed sources run on the local engine)".to_string()),
                     },
                     Some(state),
                 ))

@@ -28,6 +28,7 @@ use crate::lake::snapshot::{main_branch, replace_snapshot};
 use crate::lake::{Annotation, CommitError, Lake, LakeError, TableState};
 use crate::maintain::CompactGroup;
 use crate::plan::{CompactChange, MergeManifestsChange, OrphansChange};
+use iceberg::spec::MAIN_BRANCH;
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -46,6 +47,9 @@ pub struct CompactOutcome {
     /// Nothing to compact any more on the fresh state (another writer did it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub already_applied: bool,
+    /// `spark` when the rewrite ran there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -107,20 +111,44 @@ async fn compact_once(
         };
         return Ok(Some((outcome, state)));
     }
-    let table = iceberg::table::Table::builder()
-        .file_io(lake.file_io().clone())
-        .metadata_location(state.metadata_location.clone())
-        .metadata(md.clone())
-        .identifier(ident.clone())
-        .readonly(true)
-        .runtime(iceberg::Runtime::try_current()?)
-        .build()?;
-    let outputs = crate::maintain::compact(lake.file_io(), md, table, &plan, &c.policy)
-        .await
-        .map_err(fail)?;
+    let bytes: u64 = plan.groups.iter().map(|g| g.bytes).sum();
+    // The Spark job's scratch branch, dropped in the commit.
+    let mut scratch: Option<String> = None;
+    let mut job_ids = None;
+    let outputs = match super::spark::engine_for(lake, bytes) {
+        Some(spark) => {
+            let (outputs, ids, branch) =
+                super::spark::compact(lake, spark, &c.table, &state, &plan.groups)
+                    .await
+                    .map_err(|message| ApplyError::Engine {
+                        table: c.table.clone(),
+                        change: "compaction".into(),
+                        message,
+                    })?;
+            scratch = Some(branch);
+            job_ids = Some(ids);
+            outputs
+        }
+        None => {
+            let table = iceberg::table::Table::builder()
+                .file_io(lake.file_io().clone())
+                .metadata_location(state.metadata_location.clone())
+                .metadata(md.clone())
+                .identifier(ident.clone())
+                .readonly(true)
+                .runtime(iceberg::Runtime::try_current()?)
+                .build()?;
+            crate::maintain::compact(lake.file_io(), md, table, &plan, &c.policy)
+                .await
+                .map_err(fail)?
+        }
+    };
     for (g, out) in plan.groups.iter().zip(&outputs) {
         let written: u64 = out.iter().map(|f| f.record_count()).sum();
         if g.deletes == 0 && written != g.records {
+            if let Some(b) = &scratch {
+                super::spark::discard(lake, &c.table, b).await;
+            }
             return Err(fail(format!(
                 "{}: read {written} row(s) from input files that hold {}",
                 g.partition, g.records
@@ -136,7 +164,9 @@ async fn compact_once(
     let mut groups_dropped = 0;
     let mut current = state;
     for attempt in 0..super::MAX_ATTEMPTS {
-        if attempt > 0 {
+        // After a Spark job the table may have moved on while it ran: as after a
+        // conflict, the groups are checked again on the fresh state.
+        if attempt > 0 || scratch.is_some() {
             current = load().await?;
             let md = &current.metadata;
             if (md.current_schema_id(), md.default_partition_spec_id()) != structure {
@@ -180,6 +210,7 @@ async fn compact_once(
             groups_dropped,
             snapshot_id: None,
             already_applied: false,
+            engine: None,
         };
         let annotation = Annotation {
             change: "compact".into(),
@@ -194,22 +225,24 @@ async fn compact_once(
                 outcome.bytes_out,
                 outcome.partitions,
                 outcome.deletes_dropped
-            ),
+            ) + if job_ids.is_some() { " (engine: spark)" } else { "" },
         };
-        let new = replace_snapshot(
-            lake.file_io(),
-            md,
-            &removed,
-            added,
-            annotation.to_summary(),
-            c.merge,
-        )
-        .await?;
+        let mut props = annotation.to_summary();
+        if let Some(ids) = &job_ids {
+            props.insert(super::spark::ENGINE.into(), "spark".into());
+            props.insert(crate::lake::ledger::ENGINE_SNAPSHOTS.into(), ids.clone());
+        }
+        let new = replace_snapshot(lake.file_io(), md, &removed, added, props, c.merge).await?;
         let new_id = new.snapshot_id();
-        match super::commit_on_main(lake, &ident, md, new, attempt).await {
+        let extra = scratch
+            .as_deref()
+            .map(|b| super::spark::drop_scratch(md, b))
+            .unwrap_or_default();
+        match super::commit_on_with(lake, &ident, md, new, attempt, MAIN_BRANCH, extra).await {
             Ok(state) => {
                 let outcome = CompactOutcome {
                     snapshot_id: Some(new_id),
+                    engine: scratch.as_ref().map(|_| "spark".to_string()),
                     ..outcome
                 };
                 return Ok(Some((outcome, state)));

@@ -24,6 +24,7 @@ pub mod maintain;
 pub mod mutate;
 pub mod publish;
 pub mod rollback;
+pub(crate) mod spark;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -60,6 +61,12 @@ pub enum ApplyError {
     Lake(#[from] LakeError),
     #[error("{}", publish::failed_message(.0))]
     ChecksFailed(Vec<publish::TableChecks>),
+    #[error("{table}: {change} on the spark engine: {message}; nothing was committed")]
+    Engine {
+        table: String,
+        change: String,
+        message: String,
+    },
     #[error("{table}: source `{source}`: {error}; nothing was committed")]
     Ingest {
         table: String,
@@ -363,22 +370,12 @@ pub(crate) fn commit_failure(table: &str, e: CommitError) -> ApplyError {
     }
 }
 
-/// Commits `snapshot` as the new head of `main`, requiring the table to be as `md`
-/// (its `main`, schema, spec and sort order): the one shape every data change
-/// commits in. The first attempt takes the test hook's delay before the commit.
-pub(crate) async fn commit_on_main(
-    lake: &crate::lake::Lake,
-    ident: &iceberg::TableIdent,
-    md: &iceberg::spec::TableMetadata,
-    snapshot: iceberg::spec::Snapshot,
-    attempt: u32,
-) -> Result<crate::lake::TableState, CommitError> {
-    commit_on(lake, ident, md, snapshot, attempt, MAIN_BRANCH).await
-}
-
-/// [`commit_on_main`] for branch `branch`, `md` being the branch's view of the table
-/// ([`crate::lake::on_branch`]): the branch must still be at `md`'s head (or still
-/// missing: this commit creates it).
+/// Commits `snapshot` as the new head of branch `branch` (`main`, or an audit or
+/// preview branch), requiring the table to be as `md` (the branch's view of the table,
+/// [`crate::lake::on_branch`]: its head, schema, spec and sort order): the one shape
+/// every data change commits in. The branch must still be at `md`'s head (or still
+/// missing: this commit creates it). The first attempt takes the test hook's delay
+/// before the commit.
 pub(crate) async fn commit_on(
     lake: &crate::lake::Lake,
     ident: &iceberg::TableIdent,
@@ -386,6 +383,20 @@ pub(crate) async fn commit_on(
     snapshot: iceberg::spec::Snapshot,
     attempt: u32,
     branch: &str,
+) -> Result<crate::lake::TableState, CommitError> {
+    commit_on_with(lake, ident, md, snapshot, attempt, branch, Vec::new()).await
+}
+
+/// [`commit_on`] with `extra` updates in the same commit (an engine job's scratch
+/// branch dropped).
+pub(crate) async fn commit_on_with(
+    lake: &crate::lake::Lake,
+    ident: &iceberg::TableIdent,
+    md: &iceberg::spec::TableMetadata,
+    snapshot: iceberg::spec::Snapshot,
+    attempt: u32,
+    branch: &str,
+    extra: Vec<TableUpdate>,
 ) -> Result<crate::lake::TableState, CommitError> {
     let (branch, reference) = crate::lake::snapshot::branch_at(branch, snapshot.snapshot_id());
     let requirements = crate::lake::pin_on(md, &branch);
@@ -403,6 +414,7 @@ pub(crate) async fn commit_on(
             md.current_snapshot_id(),
         ));
     }
+    updates.extend(extra);
     if attempt == 0 {
         fault_delay().await;
     }

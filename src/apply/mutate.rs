@@ -42,6 +42,9 @@ pub struct MutationOutcome {
     pub snapshot_id: Option<i64>,
     /// Already in the ledger: nothing done.
     pub already_applied: bool,
+    /// `spark` when the rewrite ran there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 fn fail(c: &MutationChange, reason: impl std::fmt::Display) -> CommitError {
@@ -110,6 +113,25 @@ pub async fn apply_mutation(
             files.refuse_deletes().map_err(|e| fail(c, e))?;
             let idx = mutate::candidates(&files.files, md, &schema, &compiled.predicate);
             let cands: Vec<&LiveFile> = idx.iter().map(|i| &files.files[*i]).collect();
+            let bytes = cands.iter().map(|f| f.data_file().file_size_in_bytes()).sum();
+            if let Some(spark) = super::spark::engine_for(lake, bytes) {
+                let limit = c.limit(files.records());
+                let done = super::spark::mutation(
+                    lake,
+                    spark,
+                    c,
+                    &state,
+                    limit,
+                    files.files.len(),
+                    cands.len(),
+                    attempt,
+                    branch,
+                )
+                .await?;
+                return done.ok_or_else(|| {
+                    CommitError::Conflict("another writer committed during the Spark job".into())
+                });
+            }
             let counts =
                 mutate::count_matches(lake.file_io(), md, &cands, c.action.predicate())
                     .await
@@ -158,6 +180,7 @@ pub async fn apply_mutation(
                 files_untouched: files.files.len() - matched.len(),
                 snapshot_id: None,
                 already_applied: false,
+                engine: None,
             };
             let annotation = Annotation {
                 change: "mutation".into(),

@@ -36,3 +36,5 @@ where
     .try_collect()
     .await
 }
+
+pub mod spark;

@@ -36,7 +36,21 @@ pub fn history(md: &TableMetadata) -> Vec<HistoryEntry> {
         .iter()
         .map(|s| s.snapshot_id())
         .collect();
-    let mut snaps: Vec<_> = md.snapshots().collect();
+    // The commits of engine jobs on their scratch branches: the snapshot that
+    // published their files is the change.
+    let engine: HashSet<i64> = md
+        .snapshots()
+        .filter_map(|s| {
+            s.summary()
+                .additional_properties
+                .get(ledger::ENGINE_SNAPSHOTS)
+        })
+        .flat_map(|v| v.split(',').filter_map(|id| id.trim().parse::<i64>().ok()))
+        .collect();
+    let mut snaps: Vec<_> = md
+        .snapshots()
+        .filter(|s| !engine.contains(&s.snapshot_id()))
+        .collect();
     snaps.sort_by_key(|s| std::cmp::Reverse((s.sequence_number(), s.timestamp_ms())));
     snaps
         .into_iter()

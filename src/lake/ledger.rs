@@ -471,6 +471,10 @@ pub fn ingested_of(props: &HashMap<String, String>) -> Vec<IngestedFile> {
         .unwrap_or_default()
 }
 
+/// Summary key: the snapshots an engine job (Spark) committed on its scratch branch
+/// to produce this snapshot's files, comma-separated. `history` leaves them out.
+pub const ENGINE_SNAPSHOTS: &str = "lakectl.engine-snapshots";
+
 /// Summary key naming the source of an ingest snapshot.
 pub const SOURCE: &str = "lakectl.source";
 /// Summary key with the number of rows `onError: skip` rejected.

@@ -52,6 +52,9 @@ pub struct LakeConfig {
     /// The Lakehouse document's `protect`: every table is protected.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub protect: bool,
+    /// `spec.engine` with `type: spark`: the data work of large changes runs there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<crate::engine::spark::SparkConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

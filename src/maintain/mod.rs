@@ -388,6 +388,10 @@ pub fn expiry_selection(
     } = retention;
     let mut keep: HashSet<i64> = HashSet::new();
     let mut expired_refs = Vec::new();
+    let main: HashSet<i64> = crate::lake::ledger::ancestry(md)
+        .iter()
+        .map(|s| s.snapshot_id())
+        .collect();
     for (name, r) in crate::lake::refs(md) {
         let ts = md
             .snapshot_by_id(r.snapshot_id)
@@ -397,10 +401,15 @@ pub fn expiry_selection(
             SnapshotRetention::Tag {
                 max_ref_age_ms: Some(age),
             } => name != "main" && ts + age < now_ms,
-            // An audit branch left by a failed check (or a crash before its publish)
-            // lives as long as the snapshots expiry keeps by age.
+            // An audit branch left by a failed check (or a crash before its publish),
+            // or the scratch branch of an engine job that lakectl did not publish (it
+            // was killed), lives as long as the snapshots expiry keeps by age.
             SnapshotRetention::Branch { .. } => {
-                name.starts_with(crate::lake::AUDIT_PREFIX) && ts < now_ms - max_age_ms
+                let scratch = name.starts_with(crate::engine::spark::BRANCH_PREFIX)
+                    // A job that has not committed yet: its branch still at main's
+                    // snapshot holds nothing, and the job may still be running.
+                    && !main.contains(&r.snapshot_id);
+                (name.starts_with(crate::lake::AUDIT_PREFIX) || scratch) && ts < now_ms - max_age_ms
             }
             _ => false,
         };

@@ -1249,6 +1249,7 @@ fn resolve_lakehouse(
             warehouse: root.join("warehouse").display().to_string(),
             storage: BTreeMap::new(),
             protect: false,
+            engine: None,
         });
     };
     let base = l
@@ -1283,6 +1284,45 @@ fn resolve_lakehouse(
             (k.clone(), v)
         })
         .collect();
+    let engine = match spec.engine.kind {
+        EngineType::Local => None,
+        EngineType::Spark => {
+            let e = &spec.engine;
+            let conf = e
+                .conf
+                .iter()
+                .map(|(k, v)| {
+                    let v = expand(&child("spec.engine.conf", k), v).unwrap_or_default();
+                    (k.clone(), v)
+                })
+                .collect();
+            let jars = e
+                .jars
+                .iter()
+                .enumerate()
+                .map(|(i, j)| expand(&format!("spec.engine.jars[{i}]"), j).unwrap_or_default())
+                .collect();
+            let submit = e
+                .submit
+                .as_ref()
+                .map(|s| expand("spec.engine.submit", s).unwrap_or_default());
+            Some(crate::engine::spark::SparkConfig {
+                master: e.master.clone().unwrap_or_else(|| "local[*]".into()),
+                submit,
+                conf,
+                jars,
+                min_bytes: e
+                    .min_bytes
+                    .unwrap_or(crate::engine::spark::DEFAULT_MIN_BYTES),
+            })
+        }
+    };
+    if spec.engine.kind == EngineType::Local && spec.engine != EngineSpec::default() {
+        errors.push(l.error_at(
+            "spec.engine",
+            "master, submit, conf, jars and minBytes are for `type: spark`".to_string(),
+        ));
+    }
     let catalog_uri = match (spec.catalog.kind, uri) {
         (_, None) => String::new(),
         (CatalogType::Sql, Some(uri)) => {
@@ -1329,6 +1369,7 @@ fn resolve_lakehouse(
             warehouse,
             storage,
             protect: spec.protect,
+            engine,
         })
     } else {
         Err(Diagnostics(errors))

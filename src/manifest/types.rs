@@ -1044,6 +1044,52 @@ pub struct LakehouseSpec {
     /// `apply --atomic`): one failing check publishes nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub atomic_publish: bool,
+    /// Where the data work of a change runs (an ingest batch, a mutation's rewrite, a
+    /// compaction): `local` (the default, all cores of this machine) or `spark`.
+    #[serde(default, skip_serializing_if = "EngineSpec::is_local")]
+    pub engine: EngineSpec,
+}
+
+/// The data plane (`spec.engine` of the Lakehouse).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EngineSpec {
+    #[serde(rename = "type", default)]
+    pub kind: EngineType,
+    /// Spark master URL: `spark://HOST:7077`, `local[4]`, `k8s://https://…`, `yarn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// The `spark-submit` to run (default `$SPARK_HOME/bin/spark-submit`). May use
+    /// `${env:VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit: Option<String>,
+    /// Spark configuration for the job (`--conf key=value`). Values may use `${env:VAR}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conf: BTreeMap<String, String>,
+    /// Jars for the job (`--jars`): the iceberg-spark-runtime jar, and the catalog's
+    /// driver (sqlite-jdbc for the SQL catalog). May use `${env:VAR}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jars: Vec<String>,
+    /// Work smaller than this many bytes (the files a change reads) stays on the local
+    /// engine: a Spark application costs tens of seconds before it reads a byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bytes: Option<u64>,
+}
+
+impl EngineSpec {
+    pub fn is_local(&self) -> bool {
+        *self == EngineSpec::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineType {
+    /// The built-in worker pool: one task per core of this machine.
+    #[default]
+    Local,
+    /// A Spark application lakectl generates and submits (Spark 3.5 + Iceberg 1.10).
+    Spark,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -1,0 +1,235 @@
+"""lakectl's Spark job (shipped inside the lakectl binary, written out and submitted by
+`lakectl apply` with `spec.engine.type: spark`).
+
+  spark-submit … spark_job.py JOB.json
+
+The job does a change's data work on a scratch branch of the table and never touches
+`main`: it creates branch `job.branch` at snapshot `job.base`, runs each step against
+that branch (each step that writes is one Iceberg commit on the branch), and exits.
+lakectl then reads the branch's snapshots (the data files Spark added and removed) and
+commits them to `main` through its own commit path, with its ledger and annotation, and
+drops the branch in that commit.
+
+Protocol on stdout, one line each: `LAKECTL-PROGRESS <text>`, `LAKECTL-RESULT <json>`
+(after every step: per step what it counted), `LAKECTL-ERROR <message>` (then exit 1).
+"""
+import json
+import sys
+import threading
+import time
+import traceback
+
+
+def emit(kind, payload):
+    sys.stdout.write(f"LAKECTL-{kind} {payload}\n")
+    sys.stdout.flush()
+
+
+def fail(message):
+    emit("ERROR", message.replace("\n", " | "))
+    sys.exit(1)
+
+
+def java_message(e):
+    """The driver's own message: the root cause's first line, not py4j's wrapper or a
+    stack trace."""
+    j = getattr(e, "java_exception", None)
+    if j is None:
+        text = str(e).strip()
+        return text.splitlines()[0] if text else type(e).__name__
+    while j.getCause() is not None and j.getCause() != j:
+        j = j.getCause()
+    lines = (j.getMessage() or "").strip().splitlines()
+    return f"{j.getClass().getSimpleName()}: {lines[0] if lines else ''}"
+
+
+# What the job is doing, for the error message.
+CONTEXT = ["starting Spark"]
+
+
+def progress_thread(sc, stop):
+    """Polls Spark's status tracker: one line per change of the active stages."""
+    tracker = sc.statusTracker()
+    last = None
+    while not stop.wait(1.0):
+        try:
+            parts = []
+            for sid in sorted(tracker.getActiveStageIds()):
+                st = tracker.getStageInfo(sid)
+                if st is not None:
+                    parts.append(f"stage {sid}: {st.numCompletedTasks}/{st.numTasks} task(s)")
+            line = ", ".join(parts)
+            if line and line != last:
+                emit("PROGRESS", line)
+                last = line
+        except Exception:  # the tracker is best effort
+            pass
+
+
+def quote(part):
+    return "`" + part.replace("`", "``") + "`"
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as f:
+        job = json.load(f)
+    from pyspark.sql import SparkSession, functions as F
+    from pyspark.sql.types import StructType, ArrayType, MapType, StringType
+
+    cat = job["catalog"]["name"]
+    b = SparkSession.builder.appName(job["app"])
+    b = b.config("spark.sql.extensions",
+                 "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
+    b = b.config(f"spark.sql.catalog.{cat}", "org.apache.iceberg.spark.SparkCatalog")
+    for k, v in job["catalog"]["props"].items():
+        b = b.config(f"spark.sql.catalog.{cat}.{k}", v)
+    # Exact semantics: a bad value fails the job (ANSI casts), names match as written.
+    b = b.config("spark.sql.ansi.enabled", "true")
+    b = b.config("spark.sql.caseSensitive", "true")
+    # Required columns are checked row by row below (a null fails the job).
+    b = b.config("spark.sql.iceberg.check-nullability", "false")
+    b = b.config("spark.sql.session.timeZone", "UTC")
+    spark = b.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    stop = threading.Event()
+    threading.Thread(target=progress_thread, args=(spark.sparkContext, stop), daemon=True).start()
+
+    ns = ".".join(quote(p) for p in job["namespace"])
+    table = f"{quote(cat)}.{ns}.{quote(job['table'])}"
+    branch = job["branch"]
+    on_branch = f"{table}.{quote('branch_' + branch)}"
+    CONTEXT[0] = f"branch {branch} at snapshot {job['base']}"
+    emit("PROGRESS", CONTEXT[0])
+    spark.sql(f"ALTER TABLE {table} CREATE BRANCH {quote(branch)} AS OF VERSION {int(job['base'])}")
+    target = spark.table(on_branch).schema
+    results = []
+    for i, step in enumerate(job["steps"]):
+        kind = step["kind"]
+        CONTEXT[0] = describe(step)
+        emit("PROGRESS", f"step {i + 1}/{len(job['steps'])}: {CONTEXT[0]}")
+        t0 = time.time()
+        if kind == "ingest":
+            results.append(ingest(spark, F, StructType, ArrayType, MapType, StringType,
+                                  step, target, on_branch))
+        elif kind == "sql":
+            results.append(run_sql(spark, step, on_branch))
+        elif kind == "compact":
+            results.append(compact(spark, step, on_branch))
+        else:
+            fail(f"unknown step kind {kind}")
+        emit("PROGRESS", f"step {i + 1} done in {time.time() - t0:.1f} s")
+    stop.set()
+    emit("RESULT", json.dumps({"branch": branch, "steps": results}))
+    spark.stop()
+
+
+def describe(step):
+    kind = step["kind"]
+    if kind == "ingest":
+        files = step["files"]
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        return f"ingest of {len(files)} file(s) ({shown})"
+    if kind == "sql":
+        return step["sql"].replace("{table}", "the table")
+    return f"compaction of {len(step['files'])} file(s)"
+
+
+def read_source(spark, F, step):
+    fmt = step["format"]
+    files = step["files"]
+    if fmt == "csv":
+        c = step["csv"]
+        r = (spark.read.option("header", "true" if c["header"] else "false")
+             .option("sep", c["delimiter"]).option("quote", c["quote"])
+             .option("escape", c["quote"]).option("nullValue", c["nullString"])
+             .option("encoding", c.get("encoding") or "UTF-8")
+             .option("mode", "FAILFAST").option("multiLine", "true")
+             .option("inferSchema", "false").option("enforceSchema", "false"))
+        df = r.csv(files)
+        # A UTF-8 byte order mark belongs to the file, not to the first column's name.
+        if df.columns and df.columns[0].startswith("\ufeff"):
+            df = df.withColumnRenamed(df.columns[0], df.columns[0][1:])
+        return df, True
+    if fmt == "json":
+        return spark.read.option("mode", "FAILFAST").json(files), False
+    if fmt == "parquet":
+        return spark.read.parquet(*files), False
+    fail(f"format {fmt} is not supported by the spark engine")
+
+
+def ingest(spark, F, StructType, ArrayType, MapType, StringType, step, target, on_branch):
+    df, text = read_source(spark, F, step)
+    rename = step.get("columns") or {}  # source column -> table column
+    by_table = {}
+    for src in df.columns:
+        name = rename.get(src, src)
+        key = name.lower() if step.get("caseInsensitive") else name
+        by_table[key] = src
+    if not step.get("header", True) and text:
+        # No header: the columns are the table's, in order.
+        by_table = {f.name: src for f, src in zip(target.fields, df.columns)}
+    defaults = step.get("defaults") or {}
+    cols = []
+    for f in target.fields:
+        key = f.name.lower() if step.get("caseInsensitive") else f.name
+        src = by_table.get(key)
+        if src is None:
+            v = defaults.get(f.name)
+            e = F.lit(v).cast(f.dataType) if v is not None else F.lit(None).cast(f.dataType)
+        else:
+            e = F.col(quote(src))
+            complex_type = isinstance(f.dataType, (StructType, ArrayType, MapType))
+            if text and complex_type:
+                e = F.from_json(e, f.dataType, {"mode": "FAILFAST"})
+            elif text and isinstance(f.dataType, StringType):
+                pass
+            else:
+                e = e.cast(f.dataType)
+            if f.name in defaults:
+                e = F.coalesce(e, F.lit(defaults[f.name]).cast(f.dataType))
+        if not f.nullable:
+            e = F.coalesce(e, F.raise_error(F.lit(
+                f"required column {f.name} is null in a row of {', '.join(step['files'][:3])}")).cast(f.dataType))
+        cols.append(e.alias(f.name))
+    out = df.select(*cols)
+    out.writeTo(on_branch).append()
+    # Rows per source file, for lakectl's ledger (a second, column-free read).
+    from urllib.parse import unquote, urlparse
+    counts = {}
+    for r in df.groupBy(F.input_file_name()).count().collect():
+        u = urlparse(r[0])
+        counts[unquote(u.path) if u.scheme == "file" else r[0]] = r[1]
+    return {"rows_by_file": counts}
+
+
+def run_sql(spark, step, on_branch):
+    out = {}
+    if step.get("count"):
+        n = spark.sql(f"SELECT count(*) FROM {on_branch} WHERE {step['count']}").collect()[0][0]
+        out["matched"] = n
+        limit = step.get("limit")
+        if limit is not None and n > limit:
+            fail(f"it would change {n} row(s), more than its limit {limit}")
+        if n == 0:
+            return out
+    spark.sql(step["sql"].replace("{table}", on_branch))
+    return out
+
+
+def compact(spark, step, on_branch):
+    files = spark.createDataFrame([(p,) for p in step["files"]], "path string")
+    files.createOrReplaceTempView("lakectl_compact_files")
+    spark.sql(
+        f"INSERT INTO {on_branch} SELECT * FROM {on_branch} "
+        f"WHERE _file IN (SELECT path FROM lakectl_compact_files)")
+    return {}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - every failure is reported
+        sys.stderr.write(traceback.format_exc())
+        fail(f"{CONTEXT[0]}: {java_message(e)}")
