@@ -67,7 +67,18 @@ pub async fn apply_ingest(
             let bytes = todo.iter().map(|f| f.file.size).sum();
             if let Some(spark) = super::spark::engine_for(lake, bytes) {
                 match super::spark::ingest_unsupported(c, &todo) {
-                    None => return super::spark::ingest(lake, spark, c, todo, state, branch).await,
+                    None => {
+                        return super::spark::ingest(
+                            lake,
+                            spark,
+                            c,
+                            todo,
+                            state,
+                            branch,
+                            Vec::new(),
+                        )
+                        .await
+                    }
                     Some(why) => local_reason = Some(format!("local ({why})")),
                 }
             }

@@ -139,6 +139,7 @@ pub async fn apply_keyed(
     let ident = c.ident();
     // The batch as read, with the schema id and files it was read for.
     let mut read: Option<(Batch, i32, Vec<String>)> = None;
+    let mut local_reason = None;
     for attempt in 0..super::MAX_ATTEMPTS {
         let state = lake.load_on(&ident, branch).await?;
         let md = &state.metadata;
@@ -148,6 +149,17 @@ pub async fn apply_keyed(
             return Ok((IngestOutcome::already_applied(md), Some(state)));
         }
         let key = key_of(c, md).map_err(|e| keyed_error(c, e))?;
+        if attempt == 0 {
+            let bytes = todo.iter().map(|f| f.file.size).sum();
+            if let Some(spark) = super::spark::engine_for(lake, bytes) {
+                match super::spark::ingest_unsupported(c, &todo) {
+                    None => {
+                        return super::spark::ingest(lake, spark, c, todo, state, branch, key).await
+                    }
+                    Some(why) => local_reason = Some(format!("local ({why})")),
+                }
+            }
+        }
         let paths: Vec<String> = todo.iter().map(|f| f.file.path.clone()).collect();
         let reusable = read
             .as_ref()
@@ -278,11 +290,7 @@ pub async fn apply_keyed(
                         snapshot_id: Some(snapshot_id),
                         already_applied: false,
                         keyed: Some(outcome),
-                        engine: lake
-                            .config
-                            .engine
-                            .as_ref()
-                            .map(|_| "local (keyed sources run on the local engine)".to_string()),
+                        engine: local_reason.clone(),
                     },
                     Some(state),
                 ))

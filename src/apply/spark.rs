@@ -15,13 +15,14 @@ use iceberg::spec::{DataFile, TableMetadata};
 use iceberg::TableUpdate;
 
 use super::ingest::IngestOutcome;
+use super::keyed::KeyedOutcome;
 use super::mutate::MutationOutcome;
 use super::ApplyError;
-use crate::engine::spark::{self, CsvStep, Job, JobSnapshot, SparkConfig, Step};
+use crate::engine::spark::{self, CdcStep, CsvStep, Job, JobSnapshot, Source, SparkConfig, Step};
 use crate::ingest::FileToIngest;
 use crate::lake::snapshot::{append_snapshot, overwrite_snapshot};
 use crate::lake::{ledger, Annotation, CommitError, Lake, TableState};
-use crate::manifest::types::{Compression, OnError, SourceFormat};
+use crate::manifest::types::{Compression, OnDuplicateKey, OnError, SourceFormat, SourceMode};
 use crate::mutate::expr::Action;
 use crate::plan::{IngestChange, MutationChange};
 
@@ -59,6 +60,9 @@ pub(crate) fn ingest_unsupported(c: &IngestChange, todo: &[FileToIngest]) -> Opt
     }
     if matches!(s.compression, Some(Compression::Zstd)) {
         return Some("zstd-compressed text".into());
+    }
+    if !c.mode.is_append() && todo.iter().any(|f| f.format == SourceFormat::Json) {
+        return Some("the row order of a JSON batch (the last row of a key wins)".into());
     }
     if todo.windows(2).any(|w| w[0].format != w[1].format) {
         return Some("a batch of mixed formats".into());
@@ -113,25 +117,15 @@ pub(crate) fn drop_scratch(md: &TableMetadata, branch: &str) -> Vec<TableUpdate>
     }
 }
 
-/// An append ingest of `todo` through Spark, committed to `branch`.
-pub(crate) async fn ingest(
-    lake: &Lake,
-    spark: &SparkConfig,
-    c: &IngestChange,
-    todo: Vec<FileToIngest>,
-    state: TableState,
-    branch: &str,
-) -> Result<(IngestOutcome, Option<TableState>), ApplyError> {
-    let ident = c.ident();
-    let what = format!("ingest of source `{}`", c.source);
-    let fail = |m: String| failed(&c.table, &what, m);
+/// The job's reading of `todo` as the source declares it.
+fn source_step(c: &IngestChange, todo: &[FileToIngest]) -> (Source, Vec<String>) {
     let format = todo.first().map(|f| f.format).unwrap_or(SourceFormat::Csv);
     let names: Vec<String> = todo
         .iter()
         .map(|f| spark::local_name(&f.file.location))
         .collect();
     let s = &c.spec;
-    let step = Step::Ingest {
+    let source = Source {
         format: format_name(format).into(),
         files: names.clone(),
         csv: CsvStep {
@@ -146,46 +140,140 @@ pub(crate) async fn ingest(
         case_insensitive: s.case_insensitive,
         header: s.csv.header,
     };
-    let app = format!("lakectl: {} ingest {}", c.table, c.source);
-    let job = job(&c.table, &state.metadata, app, vec![step])
-        .ok_or_else(|| fail("the table has no snapshot to branch from".into()))?;
-    // The ledger's content hashes, while Spark reads.
-    let hashes = tokio::task::spawn_blocking({
-        let paths: Vec<std::path::PathBuf> = todo.iter().map(|f| f.file.location.clone()).collect();
-        move || {
-            paths
-                .iter()
-                .map(|p| {
-                    crate::ingest::files::content_hash(p)
-                        .map_err(|e| format!("{}: {e}", p.display()))
-                })
-                .collect::<Result<Vec<String>, String>>()
+    (source, names)
+}
+
+/// An ingest of `todo` through Spark (an append, an upsert or a replacement),
+/// committed to `branch`. A keyed change whose table moved on during the job (another
+/// writer's rows may hold its keys) runs again on the fresh state.
+pub(crate) async fn ingest(
+    lake: &Lake,
+    spark: &SparkConfig,
+    c: &IngestChange,
+    mut todo: Vec<FileToIngest>,
+    mut state: TableState,
+    branch: &str,
+    key: Vec<String>,
+) -> Result<(IngestOutcome, Option<TableState>), ApplyError> {
+    let ident = c.ident();
+    let what = format!("ingest of source `{}`", c.source);
+    let fail = |m: String| failed(&c.table, &what, m);
+    for round in 0..super::MAX_ATTEMPTS {
+        if round > 0 {
+            state = lake.load_on(&ident, branch).await?;
+            let done = lake.ledger(&state.metadata).await?.ingested;
+            todo = super::ingest::todo_files(c, &done);
+            if todo.is_empty() {
+                return Ok((IngestOutcome::already_applied(&state.metadata), Some(state)));
+            }
         }
-    });
-    let (ran, snaps, fresh) = run_job(lake, spark, &job, async {
-        lake.load_on(&ident, branch).await.map_err(ApplyError::from)
+        let (source, names) = source_step(c, &todo);
+        let step = if c.mode.is_append() {
+            Step::Ingest { source }
+        } else {
+            Step::Keyed {
+                source,
+                mode: c.mode.as_str().to_string(),
+                key: key.clone(),
+                on_duplicate_key: match c.spec.on_duplicate_key {
+                    OnDuplicateKey::Last => "last".into(),
+                    OnDuplicateKey::Error => "error".into(),
+                },
+                cdc: c.spec.cdc.as_ref().map(|d| CdcStep {
+                    op_column: d.op_column.clone(),
+                    delete_when: d.delete_when.clone(),
+                }),
+            }
+        };
+        let app = format!("lakectl: {} {} {}", c.table, c.mode.as_str(), c.source);
+        let job = job(&c.table, &state.metadata, app, vec![step])
+            .ok_or_else(|| fail("the table has no snapshot to branch from".into()))?;
+        // The ledger's content hashes, while Spark reads.
+        let hashes = tokio::task::spawn_blocking({
+            let paths: Vec<std::path::PathBuf> =
+                todo.iter().map(|f| f.file.location.clone()).collect();
+            move || {
+                paths
+                    .iter()
+                    .map(|p| {
+                        crate::ingest::files::content_hash(p)
+                            .map_err(|e| format!("{}: {e}", p.display()))
+                    })
+                    .collect::<Result<Vec<String>, String>>()
+            }
+        });
+        let load = async { lake.load_on(&ident, branch).await.map_err(ApplyError::from) };
+        let (ran, snaps, fresh) = run_job(lake, spark, &job, load).await.map_err(fail)?;
+        let scratch = ran.branch.clone();
+        let result = publish_ingest(
+            lake, c, &todo, &names, hashes, ran, snaps, fresh, branch, job.base,
+        )
+        .await;
+        match result {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => discard(lake, &c.table, &scratch).await,
+            Err(e) => {
+                discard(lake, &c.table, &scratch).await;
+                return Err(e);
+            }
+        }
+    }
+    Err(ApplyError::Commit {
+        table: c.table.clone(),
+        source: CommitError::Conflict(format!(
+            "other writers committed during each of {} Spark jobs",
+            super::MAX_ATTEMPTS
+        )),
     })
-    .await
-    .map_err(fail)?;
-    let scratch = ran.branch.clone();
-    let result: Result<(IngestOutcome, Option<TableState>), ApplyError> = async {
+}
+
+/// Commits what an ingest job wrote; `None` when a keyed change must run again (the
+/// table moved on during the job).
+#[allow(clippy::too_many_arguments)]
+async fn publish_ingest(
+    lake: &Lake,
+    c: &IngestChange,
+    todo: &[FileToIngest],
+    names: &[String],
+    hashes: tokio::task::JoinHandle<Result<Vec<String>, String>>,
+    ran: spark::Ran,
+    snaps: Vec<JobSnapshot>,
+    fresh: TableState,
+    branch: &str,
+    base: i64,
+) -> Result<Option<(IngestOutcome, Option<TableState>)>, ApplyError> {
+    let ident = c.ident();
+    let what = format!("ingest of source `{}`", c.source);
+    let fail = |m: String| failed(&c.table, &what, m);
+    let keyed = !c.mode.is_append();
+    if keyed && fresh.metadata.current_snapshot_id() != Some(base) {
+        return Ok(None);
+    }
     let hashes = hashes
         .await
         .map_err(|e| fail(format!("hashing: {e}")))?
         .map_err(|e| fail(format!("hashing: {e}")))?;
     let mut added: Vec<DataFile> = Vec::new();
+    let mut removed: HashSet<String> = HashSet::new();
     for s in &snaps {
-        if !s.removed.is_empty() || s.added_deletes > 0 {
+        if s.added_deletes > 0 {
+            return Err(fail(
+                "Spark wrote delete files (the table's write.merge.mode is merge-on-read); lakectl writes copy-on-write".into(),
+            ));
+        }
+        if !keyed && !s.removed.is_empty() {
             return Err(fail(format!(
-                "the job's commit {} removed files; an ingest only appends",
+                "the job's commit {} removed files; an append only adds",
                 s.snapshot_id
             )));
         }
         added.extend(s.added.iter().cloned());
+        removed.extend(s.removed.iter().cloned());
     }
-    let by_file = &ran.steps[0]["rows_by_file"];
+    let step = &ran.steps[0];
+    let by_file = &step["rows_by_file"];
     let mut files = Vec::with_capacity(todo.len());
-    for ((f, name), hash) in todo.iter().zip(&names).zip(hashes) {
+    for ((f, name), hash) in todo.iter().zip(names).zip(hashes) {
         if let Some(why) = crate::ingest::files::changed_since_listing(&f.file) {
             return Err(fail(format!(
                 "{}: {why}: it is ingested once it stops changing",
@@ -202,21 +290,51 @@ pub(crate) async fn ingest(
     }
     let counted: u64 = files.iter().map(|f| f.rows).sum();
     let records: u64 = added.iter().map(|f| f.record_count()).sum();
-    if counted != records {
+    if !keyed && counted != records {
         return Err(fail(format!(
             "the job wrote {records} row(s) but counted {counted} in the source files"
         )));
     }
-    let details = format!(
-        "{} file(s), {} row(s) from source `{}` (engine: spark)",
-        files.len(),
-        records,
-        c.source
-    );
+    let n = |k: &str| step[k].as_u64().unwrap_or(0);
+    let outcome = keyed.then(|| KeyedOutcome {
+        mode: c.mode.as_str().to_string(),
+        keys: (c.mode == SourceMode::Upsert).then(|| n("keys")),
+        updated: n("updated"),
+        inserted: n("inserted"),
+        deleted: n("deleted"),
+        superseded: n("superseded"),
+        rows_removed: 0,
+        // Spark probes inside its MERGE: the files it rewrote are those it found keys in.
+        files_probed: removed.len(),
+        files_rewritten: removed.len(),
+        files_removed: 0,
+        files_added: added.len(),
+    });
+    let details = match &outcome {
+        None => format!(
+            "{} file(s), {} row(s) from source `{}` (engine: spark)",
+            files.len(),
+            records,
+            c.source
+        ),
+        Some(k) => format!(
+            "{} of {} file(s), {counted} row(s) from source `{}`: {} updated, {} inserted, {} deleted; {} file(s) rewritten (engine: spark)",
+            k.mode,
+            files.len(),
+            c.source,
+            k.updated,
+            k.inserted,
+            k.deleted,
+            k.files_rewritten
+        ),
+    };
     let mut state = fresh;
     for attempt in 0..super::MAX_ATTEMPTS {
         if attempt > 0 {
             state = lake.load_on(&ident, branch).await?;
+            if keyed && state.metadata.current_snapshot_id() != Some(base) {
+                return Ok(None);
+            }
             let done = lake.ledger(&state.metadata).await?.ingested;
             if super::ingest::todo_files(c, &done).len() < todo.len() {
                 return Err(ApplyError::NoLongerApplies {
@@ -241,25 +359,29 @@ pub(crate) async fn ingest(
         );
         props.insert(ENGINE.into(), "spark".into());
         props.insert(ledger::ENGINE_SNAPSHOTS.into(), job_ids(&snaps));
-        let snapshot = append_snapshot(lake.file_io(), md, added.clone(), props).await?;
+        let snapshot = if removed.is_empty() {
+            append_snapshot(lake.file_io(), md, added.clone(), props).await?
+        } else {
+            overwrite_snapshot(lake.file_io(), md, &removed, added.clone(), props).await?
+        };
         let snapshot_id = snapshot.snapshot_id();
         let extra = drop_scratch(md, &ran.branch);
         match super::commit_on_with(lake, &ident, md, snapshot, attempt, branch, extra).await {
             Ok(state) => {
-                return Ok((
+                return Ok(Some((
                     IngestOutcome {
                         files: files.len(),
-                        records,
+                        records: if keyed { counted } else { records },
                         data_files: added.len(),
                         rejected: 0,
                         rejects_file: None,
                         snapshot_id: Some(snapshot_id),
                         already_applied: false,
-                        keyed: None,
+                        keyed: outcome,
                         engine: Some("spark".into()),
                     },
                     Some(state),
-                ))
+                )))
             }
             Err(CommitError::Conflict(why)) => {
                 super::conflict_backoff(attempt, &c.table, &why).await;
@@ -271,12 +393,6 @@ pub(crate) async fn ingest(
         table: c.table.clone(),
         source: CommitError::Conflict(format!("gave up after {} attempts", super::MAX_ATTEMPTS)),
     })
-    }
-    .await;
-    if result.is_err() {
-        discard(lake, &c.table, &scratch).await;
-    }
-    result
 }
 
 /// The job's commits, for [`ledger::ENGINE_SNAPSHOTS`].

@@ -66,17 +66,22 @@ impl SparkConfig {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Step {
-    /// Append the rows of `files` (read as `format`) to the branch.
-    #[serde(rename_all = "camelCase")]
+    /// Append the rows of the source files to the branch.
     Ingest {
-        format: String,
-        files: Vec<String>,
-        csv: CsvStep,
-        /// Source column → table column.
-        columns: BTreeMap<String, String>,
-        defaults: BTreeMap<String, String>,
-        case_insensitive: bool,
-        header: bool,
+        #[serde(flatten)]
+        source: Source,
+    },
+    /// An upsert by `key` (a MERGE, copy-on-write; the last row of a key wins unless
+    /// `onDuplicateKey` is `error`; CDC rows delete), or `replacePartitions` /
+    /// `replace`.
+    #[serde(rename_all = "camelCase")]
+    Keyed {
+        #[serde(flatten)]
+        source: Source,
+        mode: String,
+        key: Vec<String>,
+        on_duplicate_key: String,
+        cdc: Option<CdcStep>,
     },
     /// `sql` with `{table}` naming the branch; `count` (a predicate) is counted first and
     /// more than `limit` matching rows fails the job.
@@ -87,6 +92,27 @@ pub enum Step {
     },
     /// Append the rows of these data files (their deletes applied) to the branch.
     Compact { files: Vec<String> },
+}
+
+/// Source files as a step reads them.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    pub format: String,
+    pub files: Vec<String>,
+    pub csv: CsvStep,
+    /// Source column → table column.
+    pub columns: BTreeMap<String, String>,
+    pub defaults: BTreeMap<String, String>,
+    pub case_insensitive: bool,
+    pub header: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CdcStep {
+    pub op_column: String,
+    pub delete_when: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -73,8 +73,7 @@ def quote(part):
 def main():
     with open(sys.argv[1], encoding="utf-8") as f:
         job = json.load(f)
-    from pyspark.sql import SparkSession, functions as F
-    from pyspark.sql.types import StructType, ArrayType, MapType, StringType
+    from pyspark.sql import SparkSession, functions as F, types as T
 
     cat = job["catalog"]["name"]
     b = SparkSession.builder.appName(job["app"])
@@ -109,8 +108,9 @@ def main():
         emit("PROGRESS", f"step {i + 1}/{len(job['steps'])}: {CONTEXT[0]}")
         t0 = time.time()
         if kind == "ingest":
-            results.append(ingest(spark, F, StructType, ArrayType, MapType, StringType,
-                                  step, target, on_branch))
+            results.append(ingest(spark, F, T, step, target, on_branch))
+        elif kind == "keyed":
+            results.append(keyed(spark, F, T, step, target, on_branch))
         elif kind == "sql":
             results.append(run_sql(spark, step, on_branch))
         elif kind == "compact":
@@ -129,6 +129,8 @@ def describe(step):
         files = step["files"]
         shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
         return f"ingest of {len(files)} file(s) ({shown})"
+    if kind == "keyed":
+        return f"{step['mode']} of {len(step['files'])} file(s)"
     if kind == "sql":
         return step["sql"].replace("{table}", "the table")
     return f"compaction of {len(step['files'])} file(s)"
@@ -157,33 +159,31 @@ def read_source(spark, F, step):
     fail(f"format {fmt} is not supported by the spark engine")
 
 
-def ingest(spark, F, StructType, ArrayType, MapType, StringType, step, target, on_branch):
-    df, text = read_source(spark, F, step)
+def table_columns(F, T, df, text, step, target):
+    """The source rows as the table's columns, by name (`columns:` renames,
+    `defaults:` fill in), cast exactly: a value that does not fit fails the job."""
     rename = step.get("columns") or {}  # source column -> table column
+    insensitive = step.get("caseInsensitive")
     by_table = {}
     for src in df.columns:
         name = rename.get(src, src)
-        key = name.lower() if step.get("caseInsensitive") else name
-        by_table[key] = src
+        by_table[name.lower() if insensitive else name] = src
     if not step.get("header", True) and text:
         # No header: the columns are the table's, in order.
         by_table = {f.name: src for f, src in zip(target.fields, df.columns)}
     defaults = step.get("defaults") or {}
     cols = []
     for f in target.fields:
-        key = f.name.lower() if step.get("caseInsensitive") else f.name
-        src = by_table.get(key)
+        src = by_table.get(f.name.lower() if insensitive else f.name)
         if src is None:
             v = defaults.get(f.name)
             e = F.lit(v).cast(f.dataType) if v is not None else F.lit(None).cast(f.dataType)
         else:
             e = F.col(quote(src))
-            complex_type = isinstance(f.dataType, (StructType, ArrayType, MapType))
+            complex_type = isinstance(f.dataType, (T.StructType, T.ArrayType, T.MapType))
             if text and complex_type:
                 e = F.from_json(e, f.dataType, {"mode": "FAILFAST"})
-            elif text and isinstance(f.dataType, StringType):
-                pass
-            else:
+            elif not (text and isinstance(f.dataType, T.StringType)):
                 e = e.cast(f.dataType)
             if f.name in defaults:
                 e = F.coalesce(e, F.lit(defaults[f.name]).cast(f.dataType))
@@ -191,15 +191,85 @@ def ingest(spark, F, StructType, ArrayType, MapType, StringType, step, target, o
             e = F.coalesce(e, F.raise_error(F.lit(
                 f"required column {f.name} is null in a row of {', '.join(step['files'][:3])}")).cast(f.dataType))
         cols.append(e.alias(f.name))
-    out = df.select(*cols)
-    out.writeTo(on_branch).append()
-    # Rows per source file, for lakectl's ledger (a second, column-free read).
+    return cols
+
+
+def rows_by_file(F, df):
+    """Rows per source file, for lakectl's ledger (a second, column-free read)."""
     from urllib.parse import unquote, urlparse
     counts = {}
     for r in df.groupBy(F.input_file_name()).count().collect():
         u = urlparse(r[0])
         counts[unquote(u.path) if u.scheme == "file" else r[0]] = r[1]
-    return {"rows_by_file": counts}
+    return counts
+
+
+def ingest(spark, F, T, step, target, on_branch):
+    df, text = read_source(spark, F, step)
+    out = df.select(*table_columns(F, T, df, text, step, target))
+    out.writeTo(on_branch).append()
+    return {"rows_by_file": rows_by_file(F, df)}
+
+
+def keyed(spark, F, T, step, target, on_branch):
+    """An upsert (MERGE, copy-on-write), or a replacement of the partitions the batch
+    touches or of the whole table."""
+    from pyspark.sql import Window
+    df, text = read_source(spark, F, step)
+    cols = table_columns(F, T, df, text, step, target)
+    mode = step["mode"]
+    counts = rows_by_file(F, df)
+    if mode == "replacePartitions":
+        df.select(*cols).writeTo(on_branch).overwritePartitions()
+        return {"rows_by_file": counts}
+    if mode == "replace":
+        df.select(*cols).writeTo(on_branch).overwrite(F.lit(True))
+        return {"rows_by_file": counts}
+    key = step["key"]
+    files = {name: i for i, name in enumerate(step["files"])}
+    idx = F.create_map(*[x for name, i in files.items() for x in (F.lit(name), F.lit(i))])
+    path = F.url_decode(F.regexp_replace(F.input_file_name(), "^file:(//)?", ""))
+    extra = [F.coalesce(idx[path], F.raise_error(F.concat(
+        F.lit("lakectl could not place source file "), F.input_file_name()))).alias("_lk_file")]
+    if step["format"] == "parquet":
+        extra.append(F.col("_metadata.row_index").alias("_lk_row"))
+    else:
+        # One task per file (multiLine CSV): the id grows with the row's place.
+        extra.append(F.monotonically_increasing_id().alias("_lk_row"))
+    cdc = step.get("cdc")
+    if cdc:
+        extra.append(F.col(quote(cdc["opColumn"])).cast("string").alias("_lk_op"))
+    batch = df.select(*cols, *extra)
+    for k in key:
+        batch = batch.withColumn(k, F.coalesce(F.col(quote(k)), F.raise_error(
+            F.lit(f"key column {k} is null in a row of the batch")).cast(batch.schema[k].dataType)))
+    # Materialised once: the rows' places (non-deterministic ids) are fixed before
+    # the batch is resolved by key and merged.
+    batch = batch.localCheckpoint(eager=True)
+    rows = batch.count()
+    keys = batch.select(*[quote(k) for k in key]).distinct().count()
+    if step["onDuplicateKey"] == "error" and keys != rows:
+        fail(f"the batch has {rows - keys} row(s) whose key another row of it has (onDuplicateKey: error)")
+    w = Window.partitionBy(*[quote(k) for k in key]).orderBy(F.desc("_lk_file"), F.desc("_lk_row"))
+    last = batch.withColumn("_lk_n", F.row_number().over(w)).where("_lk_n = 1").drop("_lk_n", "_lk_file", "_lk_row")
+    last.createOrReplaceTempView("lakectl_batch")
+    on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in key)
+    existing = spark.sql(f"SELECT {', '.join('t.' + quote(k) for k in key)} FROM {on_branch} t")
+    matched = last.join(existing, key, "left_semi")
+    deletes = F.col("_lk_op").isin(cdc["deleteWhen"]) if cdc else F.lit(False)
+    updated = matched.where(~deletes).count()
+    deleted = matched.where(deletes).count()
+    inserted = last.where(~deletes).count() - updated
+    names = [quote(f.name) for f in target.fields]
+    is_delete = "s._lk_op IN (" + ", ".join("'" + v.replace("'", "''") + "'" for v in cdc["deleteWhen"]) + ")" if cdc else "false"
+    spark.sql(
+        f"MERGE INTO {on_branch} t USING lakectl_batch s ON {on} "
+        f"WHEN MATCHED AND {is_delete} THEN DELETE "
+        f"WHEN MATCHED THEN UPDATE SET {', '.join(f't.{n} = s.{n}' for n in names)} "
+        f"WHEN NOT MATCHED AND NOT ({is_delete}) THEN INSERT ({', '.join(names)}) "
+        f"VALUES ({', '.join('s.' + n for n in names)})")
+    return {"rows_by_file": counts, "keys": keys, "superseded": rows - keys,
+            "updated": updated, "deleted": deleted, "inserted": inserted}
 
 
 def run_sql(spark, step, on_branch):
