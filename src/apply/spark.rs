@@ -97,13 +97,23 @@ async fn run_job(
     lake: &Lake,
     spark: &SparkConfig,
     job: &Job,
+    table: &str,
     load: impl std::future::Future<Output = Result<TableState, ApplyError>>,
 ) -> Result<(spark::Ran, Vec<JobSnapshot>, TableState), String> {
-    let ran = spark::run(&lake.config, spark, job).await?;
-    let state = load.await.map_err(|e| e.to_string())?;
-    let snaps =
-        spark::job_snapshots(lake.file_io(), &state.metadata, &ran.branch, job.base).await?;
-    Ok((ran, snaps, state))
+    let branch = spark::scratch_branch();
+    let result = async {
+        let ran = spark::run(&lake.config, spark, job, &branch).await?;
+        let state = load.await.map_err(|e| e.to_string())?;
+        let snaps =
+            spark::job_snapshots(lake.file_io(), &state.metadata, &ran.branch, job.base).await?;
+        Ok((ran, snaps, state))
+    }
+    .await;
+    if result.is_err() {
+        // A job that failed after it made its branch.
+        discard(lake, table, &branch).await;
+    }
+    result
 }
 
 /// Drops the job's branch in the commit that publishes its files.
@@ -203,7 +213,9 @@ pub(crate) async fn ingest(
             }
         });
         let load = async { lake.load_on(&ident, branch).await.map_err(ApplyError::from) };
-        let (ran, snaps, fresh) = run_job(lake, spark, &job, load).await.map_err(fail)?;
+        let (ran, snaps, fresh) = run_job(lake, spark, &job, &c.table, load)
+            .await
+            .map_err(fail)?;
         let scratch = ran.branch.clone();
         let result = publish_ingest(
             lake, c, &todo, &names, hashes, ran, snaps, fresh, branch, job.base,
@@ -454,7 +466,7 @@ pub(crate) async fn mutation(
     let app = format!("lakectl: {} mutation {}", c.table, c.name);
     let job = job(&c.table, &state.metadata, app, vec![step])
         .ok_or_else(|| fail("the table has no snapshot".into()))?;
-    let (ran, snaps, fresh) = run_job(lake, spark, &job, async {
+    let (ran, snaps, fresh) = run_job(lake, spark, &job, &c.table, async {
         lake.load_on(&ident, branch).await.map_err(ApplyError::from)
     })
     .await
@@ -558,7 +570,7 @@ pub(crate) async fn compact(
             .await?
             .ok_or_else(|| ApplyError::from(crate::lake::LakeError::NoSuchTable(table.into())))
     };
-    let (ran, snaps, fresh) = run_job(lake, spark, &job, load).await?;
+    let (ran, snaps, fresh) = run_job(lake, spark, &job, table, load).await?;
     if snaps.len() != groups.len() {
         return Err(format!(
             "the job made {} commit(s) for {} group(s)",

@@ -186,13 +186,24 @@ fn catalog_props(config: &LakeConfig) -> BTreeMap<String, String> {
     p
 }
 
-/// Submits `job` and waits for it; the job's progress goes to stderr as it comes. A
-/// failed job is an error with the driver's message.
-pub async fn run(config: &LakeConfig, spark: &SparkConfig, job: &Job) -> Result<Ran, String> {
-    let branch = format!(
+/// A fresh name for a job's scratch branch.
+pub fn scratch_branch() -> String {
+    format!(
         "{BRANCH_PREFIX}{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
+    )
+}
+
+/// Submits `job` on scratch branch `branch` ([`scratch_branch`]) and waits for it;
+/// the job's progress goes to stderr as it comes. A failed job is an error with the
+/// driver's message (the branch may exist then: the caller drops it).
+pub async fn run(
+    config: &LakeConfig,
+    spark: &SparkConfig,
+    job: &Job,
+    branch: &str,
+) -> Result<Ran, String> {
+    let branch = branch.to_string();
     let dir = tempfile::tempdir().map_err(|e| format!("job directory: {e}"))?;
     let script = dir.path().join("lakectl_spark_job.py");
     let spec = dir.path().join("job.json");

@@ -214,7 +214,7 @@ pub fn orders(spec_body: &str) -> String {
 /// Spark 3.5 + Iceberg 1.10 (`../shared/spark/setup.sh`): `SPARK_PYTHON` and
 /// `LAKECTL_SPARK_JARS` as `.ci/run` exports them, or the install under
 /// `~/.cache/lakectl-spark` (set up on first use; idempotent).
-fn spark_env() -> (String, String) {
+pub fn spark_env() -> (String, String) {
     if let (Ok(py), Ok(jars)) = (
         std::env::var("SPARK_PYTHON"),
         std::env::var("LAKECTL_SPARK_JARS"),

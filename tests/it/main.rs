@@ -18,5 +18,6 @@ mod s3;
 mod seaweed;
 mod serve;
 mod shapes;
+mod spark;
 mod topology;
 mod watch;
