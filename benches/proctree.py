@@ -67,3 +67,81 @@ def timed(cmd, cwd=None, env=None, timeout=None):
         return None
     out, wall, cpu, rss = r
     return wall, cpu / wall, rss, out
+
+
+def sampled(cmd, watch=None, env=None, cwd=None, timeout=None):
+    """`cmd`'s process tree and, over the same run, the trees of already running pids
+    (`watch`: {name: (root pids, count the roots too)}, e.g. Spark workers, whose
+    executors are not the command's children), all from one /proc scan every 20 ms.
+    Returns (stdout, stderr, wall s, {"cmd" and each name: (cpu s, peak RSS MiB, s to the
+    first new process or None)}): cpu is what the tree used during the run (a watched
+    root's ticks counted from the start), peak RSS the max over samples of the sum.
+    None past `timeout` seconds (the command is killed); exits when the command fails."""
+    import resource
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    groups = {"cmd": ([], True)}
+    groups.update(watch or {})
+    def scan():
+        procs = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    procs[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[21]))
+                except (OSError, IndexError, ValueError):
+                    pass
+        kids = {}
+        for pid, (ppid, _, _) in procs.items():
+            kids.setdefault(ppid, []).append(pid)
+        return procs, kids
+    def members(procs, kids, roots, own):
+        out, todo = set(), list(roots)
+        while todo:
+            p = todo.pop()
+            if p in procs:
+                out.add(p)
+                todo.extend(kids.get(p, []))
+        return out if own else out - set(roots)
+    procs, kids = scan()
+    base = {name: {p: procs[p][1] for p in members(procs, kids, roots, True)} for name, (roots, _) in groups.items()}
+    err = tempfile.TemporaryFile()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = ru.ru_utime + ru.ru_stime
+    t = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=cwd)
+    groups["cmd"] = ([p.pid], True)
+    out = []
+    reader = threading.Thread(target=lambda: out.append(p.stdout.read()))
+    reader.start()
+    seen = {name: {} for name in groups}
+    peak = {name: 0 for name in groups}
+    first = {name: None for name in groups}
+    while p.poll() is None:
+        if timeout and time.time() - t > timeout:
+            p.kill(); p.wait(); reader.join()
+            return None
+        procs, kids = scan()
+        for name, (roots, own) in groups.items():
+            now = members(procs, kids, roots, own)
+            if first[name] is None and any(q not in base[name] for q in now - {p.pid}):
+                first[name] = time.time() - t
+            for q in now:
+                seen[name][q] = procs[q][1]
+            peak[name] = max(peak[name], sum(procs[q][2] for q in now) * page)
+        time.sleep(0.02)
+    wall = time.time() - t
+    reader.join()
+    stdout = out[0].decode() if out else ""
+    err.seek(0)
+    stderr = err.read().decode()
+    if p.returncode != 0:
+        sys.exit(f"{cmd[:3]} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    stats = {}
+    for name in groups:
+        cpu = sum(ticks - base[name].get(q, 0) for q, ticks in seen[name].items()) / tick
+        if name == "cmd":  # the command's own rusage also counts its reaped children
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = max(cpu, ru.ru_utime + ru.ru_stime - cpu_before)
+        stats[name] = (cpu, peak[name] / 2**20, first[name])
+    return stdout, stderr, wall, stats

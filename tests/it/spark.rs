@@ -475,3 +475,267 @@ fn lakectl_killed_during_a_spark_job_applies_the_change_once_after() {
     assert!(!again.contains("✓ ingest"), "ingested twice:\n{again}");
     assert_read(&p, "shop.events", 100_000);
 }
+
+// Spark 3.5 + Iceberg 1.10 as the reference reader and writer (local mode, through
+// lakectl's SQLite catalog with Iceberg's JdbcCatalog).
+
+const ITEMS_V1: &str = "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: items\n  namespace: shop\nspec:\n  columns:\n    - {name: id, type: long, required: true}\n    - {name: qty, type: int}\n    - {name: name, type: string}\n  sources:\n    - {name: csv, uri: ../data/csv/*.csv}\n";
+
+fn items(extra_columns: &str, extra_spec: &str) -> String {
+    let base = ITEMS_V1.replace(
+        "    - {name: name, type: string}\n",
+        &format!("    - {{name: name, type: string}}\n{extra_columns}"),
+    );
+    format!("{base}{extra_spec}")
+}
+
+/// Every snapshot lakectl wrote (ingest, evolve with a nested add and a widening,
+/// update and delete, rollback, compaction), read by Spark with `VERSION AS OF`:
+/// its rows, sums and schema are the ones lakectl has at that snapshot.
+#[tokio::test]
+async fn spark_reads_every_snapshot_lakectl_writes() {
+    let p = Project::new();
+    let csv = p.root().join("data/csv");
+    std::fs::create_dir_all(&csv).unwrap();
+    std::fs::write(csv.join("1.csv"), "id,qty,name\n1,10,a\n2,20,b\n3,30,c\n").unwrap();
+    std::fs::write(csv.join("2.csv"), "id,qty,name\n4,40,d\n5,50,e\n").unwrap();
+    p.write("items.yaml", ITEMS_V1);
+    p.apply_ok();
+    // A struct column, and rows for it from JSON.
+    let json = p.root().join("data/json");
+    std::fs::create_dir_all(&json).unwrap();
+    std::fs::write(
+        json.join("1.jsonl"),
+        "{\"id\": 6, \"qty\": 60, \"name\": \"f\", \"attrs\": {\"color\": \"red\"}}\n",
+    )
+    .unwrap();
+    let attrs = "    - name: attrs\n      type: struct\n      fields:\n        - {name: color, type: string}\n";
+    let json_source = "    - {name: json, uri: ../data/json/*.jsonl}\n";
+    p.write("items.yaml", &items(attrs, json_source));
+    p.apply_ok();
+    // A nested add and a widening int → long.
+    let attrs2 = format!("{attrs}        - {{name: size, type: int}}\n");
+    let v3 =
+        items(&attrs2, json_source).replace("{name: qty, type: int}", "{name: qty, type: long}");
+    p.write("items.yaml", &v3);
+    p.apply_ok();
+    // An update and a delete.
+    let mutations = "  policy:\n    maxMutationShare: 0.5\n  mutations:\n    - name: double\n      update:\n        where: id <= 2\n        set: {qty: qty * 2}\n    - name: drop-three\n      delete:\n        where: id = 3\n";
+    p.write("items.yaml", &format!("{v3}{mutations}"));
+    p.apply_ok();
+    // The delete rolled back (held back), then compaction.
+    let out = p.run(&["rollback", "shop.items", "--steps", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    p.write(
+        "items.yaml",
+        &format!("{v3}{mutations}  maintenance:\n    compaction: {{minInputFiles: 2}}\n"),
+    );
+    let out = p.apply_ok();
+    assert!(out.contains("✓ compact shop.items"), "{out}");
+
+    let state = p.table("shop.items").await;
+    let md = &state.metadata;
+    let mut snapshots: Vec<_> = md.snapshots().collect();
+    snapshots.sort_by_key(|s| s.sequence_number());
+    assert!(snapshots.len() >= 8, "{}", snapshots.len());
+    let one = |id: i64| {
+        let t = format!("lk.shop.items VERSION AS OF {id}");
+        format!(
+            "SELECT '{id}' AS s, (SELECT count(*) FROM {t}) AS n, (SELECT sum(id) FROM {t}) AS ids, (SELECT sum(qty) FROM {t}) AS q, (SELECT to_json(struct(*), map('ignoreNullFields', 'false')) FROM {t} ORDER BY id LIMIT 1) AS row"
+        )
+    };
+    let sql = snapshots
+        .iter()
+        .map(|s| one(s.snapshot_id()))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let warehouse = p.root().join(".lakectl/warehouse");
+    let spark = crate::common::spark_sql(&p.catalog_db(), &warehouse, &[&sql]);
+    let rows = spark["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), snapshots.len(), "{spark}");
+    for (s, row) in snapshots.iter().zip(rows) {
+        let id = s.snapshot_id();
+        assert_eq!(row["s"], id.to_string());
+        let ours = p.run(&[
+            "query",
+            "--as-of",
+            &id.to_string(),
+            "--format",
+            "json",
+            "select count(*) as n, sum(id) as ids, sum(qty) as q from shop.items",
+        ]);
+        assert!(ours.status.success(), "{}", text(&ours));
+        let ours: serde_json::Value = serde_json::from_slice(&ours.stdout).unwrap();
+        let ours = &ours[0];
+        assert_eq!(
+            row["n"], ours["n"],
+            "snapshot {id}: Spark {row}, lakectl {ours}"
+        );
+        let num = |v: &serde_json::Value| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        };
+        assert_eq!(
+            num(&row["ids"]),
+            num(&ours["ids"]),
+            "snapshot {id}: {row} {ours}"
+        );
+        assert_eq!(
+            num(&row["q"]),
+            num(&ours["q"]),
+            "snapshot {id}: {row} {ours}"
+        );
+        // The schema Spark reads the snapshot with is the one it was written with.
+        let schema = md
+            .schema_by_id(s.schema_id().expect("schema id"))
+            .expect("schema");
+        if let Some(first) = row["row"].as_str() {
+            let first: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(first).unwrap();
+            // (serde_json's map keeps keys sorted: compared as sets.)
+            let mut names: Vec<&str> = schema
+                .as_struct()
+                .fields()
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect();
+            names.sort();
+            let keys: Vec<&str> = first.keys().map(String::as_str).collect();
+            assert_eq!(keys, names, "snapshot {id}: Spark's columns");
+            if let Some(iceberg::spec::Type::Struct(st)) =
+                schema.field_by_name("attrs").map(|f| f.field_type.as_ref())
+            {
+                let mut nested: Vec<&str> = st.fields().iter().map(|f| f.name.as_str()).collect();
+                nested.sort();
+                let got: Vec<&str> = first["attrs"]
+                    .as_object()
+                    .map(|o| o.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                if !first["attrs"].is_null() {
+                    assert_eq!(got, nested, "snapshot {id}: Spark's attrs fields");
+                }
+            }
+        } else {
+            assert_eq!(row["n"], 0, "snapshot {id}: {row}");
+        }
+    }
+    // The last snapshot: ids 1..6 (the delete rolled back), 1 and 2 doubled.
+    let last = rows.last().unwrap();
+    assert_eq!(last["n"], 6, "{last}");
+    assert_eq!(
+        last["q"].as_i64(),
+        Some(20 + 40 + 30 + 40 + 50 + 60),
+        "{last}"
+    );
+}
+
+/// A table Spark made and changed every way it can (hidden partitioning, merge-on-read
+/// DELETE, UPDATE and MERGE, `rewrite_data_files`, ALTER TABLE add, rename, widen):
+/// lakectl's plan names the drift, `import` gives an empty plan, and lakectl's
+/// compaction and mutation give the rows Spark expects.
+#[test]
+fn lakectl_manages_a_table_spark_wrote() {
+    let p = Project::new();
+    // lakectl's catalog first (Spark's JdbcCatalog takes its catalog name from it).
+    p.write("anchor.yaml", "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: anchor\n  namespace: shop\nspec:\n  columns:\n    - {name: id, type: long}\n");
+    p.apply_ok();
+    let warehouse = p.root().join(".lakectl/warehouse");
+    let values: Vec<String> = (1..=12)
+        .map(|i| {
+            format!(
+                "({i}, TIMESTAMP '2024-03-0{} 1{}:00:00', '{}', {})",
+                1 + i % 3,
+                i % 10,
+                ["europe", "america", "asia"][(i % 3) as usize],
+                i * 10
+            )
+        })
+        .collect();
+    let spark = crate::common::spark_sql(
+        &p.catalog_db(),
+        &warehouse,
+        &[
+            "CREATE TABLE lk.shop.visits (id bigint, ts timestamp, region string, qty int) USING iceberg PARTITIONED BY (days(ts), bucket(4, id), truncate(2, region)) TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read', 'write.update.mode'='merge-on-read', 'write.merge.mode'='merge-on-read')",
+            &format!("INSERT INTO lk.shop.visits VALUES {}", values.join(", ")),
+            "DELETE FROM lk.shop.visits WHERE id = 3",
+            "UPDATE lk.shop.visits SET qty = qty + 1000 WHERE id = 5",
+            "MERGE INTO lk.shop.visits t USING (SELECT 6L AS id, TIMESTAMP '2024-03-01 06:00:00' AS ts, 'europe' AS region, 7 AS qty UNION ALL SELECT 20L, TIMESTAMP '2024-03-02 08:00:00', 'asia', 200) s ON t.id = s.id WHEN MATCHED THEN UPDATE SET t.qty = s.qty WHEN NOT MATCHED THEN INSERT *",
+            "CALL lk.system.rewrite_data_files(table => 'shop.visits', options => map('min-input-files', '2'))",
+            "DELETE FROM lk.shop.visits WHERE id = 7",
+            "ALTER TABLE lk.shop.visits ADD COLUMN note string",
+            "ALTER TABLE lk.shop.visits RENAME COLUMN qty TO quantity",
+            "ALTER TABLE lk.shop.visits ALTER COLUMN quantity TYPE bigint",
+            "INSERT INTO lk.shop.visits VALUES (30, TIMESTAMP '2024-03-03 09:00:00', 'america', 3000000000, 'big')",
+            "SELECT count(*) AS n, sum(id) AS ids, sum(quantity) AS q FROM lk.shop.visits",
+        ],
+    );
+    let expected = &spark["rows"][0];
+    // 12 rows, 3 and 7 deleted, 20 and 30 added.
+    assert_eq!(expected["n"], 12, "{spark}");
+
+    // Declared as Spark first created it: the plan names what Spark changed since.
+    p.write("visits.yaml", "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: visits\n  namespace: shop\nspec:\n  columns:\n    - {name: id, type: long}\n    - {name: ts, type: timestamptz}\n    - {name: region, type: string}\n    - {name: qty, type: int}\n  partitioning:\n    - {column: ts, transform: day}\n    - {column: id, transform: \"bucket[4]\"}\n    - {column: region, transform: \"truncate[2]\"}\n");
+    // Spark's rename, widening and new column: lakectl would drop them to match the
+    // manifest, and refuses that as destructive.
+    let (code, plan) = p.plan();
+    assert_eq!(code, 1, "{plan}");
+    for drift in [
+        "drop column quantity  [destructive]",
+        "drop column note  [destructive]",
+        "+ add column qty: int",
+    ] {
+        assert!(
+            plan.contains(drift),
+            "the plan does not say `{drift}`:\n{plan}"
+        );
+    }
+    assert!(
+        !plan.contains("partition"),
+        "the partitioning matches:\n{plan}"
+    );
+    // Adopted: the next plan is empty.
+    std::fs::remove_file(p.manifests().join("visits.yaml")).unwrap();
+    let out = p.run(&["import", "shop.visits"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (code, plan) = p.plan();
+    assert_eq!(code, 0, "after import:\n{plan}");
+    let imported = std::fs::read_dir(p.manifests())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("name: visits")))
+        .expect("the imported manifest");
+    let yaml = std::fs::read_to_string(&imported).unwrap();
+    assert!(
+        yaml.contains("bucket[4]") && yaml.contains("truncate[2]"),
+        "{yaml}"
+    );
+    // lakectl's compaction applies Spark's delete files; then a lakectl mutation.
+    std::fs::write(
+        &imported,
+        format!("{yaml}  maintenance:\n    compaction: {{minInputFiles: 2}}\n"),
+    )
+    .unwrap();
+    let out = p.apply_ok();
+    assert!(out.contains("✓ compact shop.visits"), "{out}");
+    std::fs::write(
+        &imported,
+        format!("{yaml}  mutations:\n    - name: bump\n      maxRowsChanged: 1\n      update:\n        where: id = 1\n        set: {{quantity: quantity + 1}}\n"),
+    )
+    .unwrap();
+    p.apply_converges();
+    let after = crate::common::spark_sql(
+        &p.catalog_db(),
+        &warehouse,
+        &["SELECT count(*) AS n, sum(id) AS ids, sum(quantity) AS q, sum(CASE WHEN note = 'big' THEN 1 ELSE 0 END) AS big FROM lk.shop.visits"],
+    );
+    let after = &after["rows"][0];
+    assert_eq!(after["n"], expected["n"], "{after}");
+    assert_eq!(after["ids"], expected["ids"], "{after}");
+    assert_eq!(
+        after["q"].as_i64(),
+        expected["q"].as_i64().map(|q| q + 1),
+        "{after}"
+    );
+    assert_eq!(after["big"], 1, "{after}");
+    assert_read(&p, "shop.visits", 12);
+}
