@@ -61,6 +61,9 @@ pub(crate) fn ingest_unsupported(c: &IngestChange, todo: &[FileToIngest]) -> Opt
     if matches!(s.compression, Some(Compression::Zstd)) {
         return Some("zstd-compressed text".into());
     }
+    if s.case_insensitive && todo.iter().any(|f| f.format == SourceFormat::Json) {
+        return Some("caseInsensitive JSON (Spark reads JSON fields by exact name)".into());
+    }
     if !c.mode.is_append() && todo.iter().any(|f| f.format == SourceFormat::Json) {
         return Some("the row order of a JSON batch (the last row of a key wins)".into());
     }

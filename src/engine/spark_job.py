@@ -136,7 +136,7 @@ def describe(step):
     return f"compaction of {len(step['files'])} file(s)"
 
 
-def read_source(spark, F, step):
+def read_source(spark, F, T, step, target):
     fmt = step["format"]
     files = step["files"]
     if fmt == "csv":
@@ -146,17 +146,50 @@ def read_source(spark, F, step):
              .option("escape", c["quote"]).option("nullValue", c["nullString"])
              .option("encoding", c.get("encoding") or "UTF-8")
              .option("mode", "FAILFAST").option("multiLine", "true")
-             .option("inferSchema", "false").option("enforceSchema", "false"))
+             .option("inferSchema", "false"))
         df = r.csv(files)
         # A UTF-8 byte order mark belongs to the file, not to the first column's name.
         if df.columns and df.columns[0].startswith("\ufeff"):
             df = df.withColumnRenamed(df.columns[0], df.columns[0][1:])
         return df, True
     if fmt == "json":
-        return spark.read.option("mode", "FAILFAST").json(files), False
+        # Read by name with the table's types (no inference pass; nested fields by
+        # name too); a value of another type fails the job.
+        to_source = {t: s for s, t in (step.get("columns") or {}).items()}
+        fields = [T.StructField(to_source.get(f.name, f.name), f.dataType, True)
+                  for f in target.fields]
+        cdc = step.get("cdc")
+        if cdc and all(f.name != cdc["opColumn"] for f in fields):
+            fields.append(T.StructField(cdc["opColumn"], T.StringType(), True))
+        return spark.read.schema(T.StructType(fields)).option("mode", "FAILFAST").json(files), False
     if fmt == "parquet":
         return spark.read.parquet(*files), False
     fail(f"format {fmt} is not supported by the spark engine")
+
+
+def convert(F, T, e, src, dst):
+    """`e` (of Spark type `src`) as `dst`: struct fields by name (a cast would pair
+    them by position), lists and maps element by element, primitives cast."""
+    if isinstance(dst, T.StructType):
+        if not isinstance(src, T.StructType):
+            fail(f"a {src.simpleString()} cannot become {dst.simpleString()}")
+        have = {f.name: f for f in src.fields}
+        parts = []
+        for f in dst.fields:
+            s = have.get(f.name)
+            v = convert(F, T, e.getField(f.name), s.dataType, f.dataType) if s else F.lit(None).cast(f.dataType)
+            parts.append(v.alias(f.name))
+        return F.when(e.isNull(), F.lit(None).cast(dst)).otherwise(F.struct(*parts))
+    if isinstance(dst, T.ArrayType):
+        if not isinstance(src, T.ArrayType):
+            fail(f"a {src.simpleString()} cannot become {dst.simpleString()}")
+        return F.transform(e, lambda x: convert(F, T, x, src.elementType, dst.elementType))
+    if isinstance(dst, T.MapType):
+        if not isinstance(src, T.MapType):
+            fail(f"a {src.simpleString()} cannot become {dst.simpleString()}")
+        m = F.transform_values(e, lambda k, v: convert(F, T, v, src.valueType, dst.valueType))
+        return F.transform_keys(m, lambda k, v: convert(F, T, k, src.keyType, dst.keyType))
+    return e if src == dst else e.cast(dst)
 
 
 def table_columns(F, T, df, text, step, target):
@@ -182,9 +215,10 @@ def table_columns(F, T, df, text, step, target):
             e = F.col(quote(src))
             complex_type = isinstance(f.dataType, (T.StructType, T.ArrayType, T.MapType))
             if text and complex_type:
+                # JSON text in a CSV field, parsed by name.
                 e = F.from_json(e, f.dataType, {"mode": "FAILFAST"})
             elif not (text and isinstance(f.dataType, T.StringType)):
-                e = e.cast(f.dataType)
+                e = convert(F, T, e, df.schema[src].dataType, f.dataType)
             if f.name in defaults:
                 e = F.coalesce(e, F.lit(defaults[f.name]).cast(f.dataType))
         if not f.nullable:
@@ -205,7 +239,7 @@ def rows_by_file(F, df):
 
 
 def ingest(spark, F, T, step, target, on_branch):
-    df, text = read_source(spark, F, step)
+    df, text = read_source(spark, F, T, step, target)
     out = df.select(*table_columns(F, T, df, text, step, target))
     out.writeTo(on_branch).append()
     return {"rows_by_file": rows_by_file(F, df)}
@@ -215,7 +249,7 @@ def keyed(spark, F, T, step, target, on_branch):
     """An upsert (MERGE, copy-on-write), or a replacement of the partitions the batch
     touches or of the whole table."""
     from pyspark.sql import Window
-    df, text = read_source(spark, F, step)
+    df, text = read_source(spark, F, T, step, target)
     cols = table_columns(F, T, df, text, step, target)
     mode = step["mode"]
     counts = rows_by_file(F, df)
