@@ -952,8 +952,17 @@ async fn apply_with(
                 .as_ref()
                 .map(|b| format!(" on branch {b}"))
                 .unwrap_or_default();
+            // Where the data work ran, when a Spark engine is configured.
+            let engine = a
+                .ingest
+                .as_ref()
+                .and_then(|i| i.engine.clone())
+                .or_else(|| a.mutation.as_ref().and_then(|m| m.engine.clone()))
+                .or_else(|| a.compaction.as_ref().and_then(|c| c.engine.clone()))
+                .map(|e| format!(" [engine: {e}]"))
+                .unwrap_or_default();
             bar.println(format!(
-                "{} {} {}{extra}{snap}{on}",
+                "{} {} {}{extra}{snap}{on}{engine}",
                 style.green("✓"),
                 a.change,
                 a.target

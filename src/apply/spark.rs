@@ -58,8 +58,27 @@ pub(crate) fn ingest_unsupported(c: &IngestChange, todo: &[FileToIngest]) -> Opt
     if s.strict {
         return Some("strict".into());
     }
-    if matches!(s.compression, Some(Compression::Zstd)) {
-        return Some("zstd-compressed text".into());
+    // Spark decompresses by file name (Hadoop's codecs), and has no zstd without
+    // Hadoop's native code: the file must say what lakectl would read it as.
+    for f in todo {
+        let lakectl = crate::ingest::text::compression_of(&f.file.path, s);
+        let by_name = Compression::from_path(std::path::Path::new(&f.file.path));
+        let lower = f.file.path.to_ascii_lowercase();
+        let hadoop = [".deflate", ".lz4", ".snappy", ".br"];
+        if lakectl == Compression::Zstd {
+            return Some("zstd-compressed text".into());
+        }
+        if lakectl != by_name || hadoop.iter().any(|e| lower.ends_with(e)) {
+            return Some(format!(
+                "{}: its name does not say how it is compressed",
+                f.file.path
+            ));
+        }
+    }
+    if crate::ingest::text::encoding_of(s).is_some()
+        && todo.iter().any(|f| f.format == SourceFormat::Json)
+    {
+        return Some("JSON in an encoding other than UTF-8".into());
     }
     if s.case_insensitive && todo.iter().any(|f| f.format == SourceFormat::Json) {
         return Some("caseInsensitive JSON (Spark reads JSON fields by exact name)".into());
@@ -146,7 +165,9 @@ fn source_step(c: &IngestChange, todo: &[FileToIngest]) -> (Source, Vec<String>)
             delimiter: s.csv.delimiter.clone(),
             quote: s.csv.quote.clone(),
             null_string: s.csv.null_string.clone(),
-            encoding: s.encoding.clone().or_else(|| s.csv.encoding.clone()),
+            // encoding_rs's canonical name, which Java knows by the same meaning
+            // (`latin1` is windows-1252 to both lakectl and the WHATWG, not ISO-8859-1).
+            encoding: crate::ingest::text::encoding_of(s).map(|e| e.name().to_string()),
         },
         columns: s.columns.clone(),
         defaults: s.defaults.clone(),

@@ -30,9 +30,11 @@ pub const JOB: &str = include_str!("spark_job.py");
 /// Scratch branches of engine jobs start with this.
 pub const BRANCH_PREFIX: &str = "lakectl-engine-";
 
-/// Default `minBytes`: below 1 GiB a Spark application's start-up (tens of seconds)
-/// costs more than the local engine's whole run (see the README's measurements).
-pub const DEFAULT_MIN_BYTES: u64 = 1 << 30;
+/// Default `minBytes`, 10 GiB: where a 64-core cluster starts to beat this machine's
+/// local engine, by the measured rates (`benches/spark_bench.py`: local 160 MB/s of CSV
+/// on 2 cores, Spark 5.4 MB/s per executor core and about 35 s to start a job; the
+/// README has the arithmetic).
+pub const DEFAULT_MIN_BYTES: u64 = 10 << 30;
 
 /// `spec.engine` with `type: spark`, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -21,7 +21,7 @@ pub mod files;
 pub mod keyed;
 mod read;
 pub mod s3;
-mod text;
+pub(crate) mod text;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

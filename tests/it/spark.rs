@@ -795,3 +795,48 @@ fn the_spark_engine_reads_nested_fields_by_name() {
         "{got}"
     );
 }
+
+/// What the job cannot read exactly as lakectl does stays on the local engine, and
+/// apply says why: here a zstd-compressed CSV (Spark has no zstd without Hadoop's
+/// native code) and a gzip file whose name does not say so. No Spark is started.
+#[test]
+fn work_the_spark_job_cannot_do_exactly_stays_local_and_says_why() {
+    let p = Project::new();
+    // A master nobody listens on: a job submitted there would fail.
+    p.write("lakehouse.yaml", &spark_lakehouse("spark://127.0.0.1:9"));
+    p.write(
+        "t.yaml",
+        "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: t\n  namespace: shop\nspec:\n  columns:\n    - {name: id, type: long}\n  sources:\n    - {name: zst, uri: ../data/zst/*.csv.zst}\n    - {name: gz, uri: ../data/gz/*.csv, compression: gzip}\n",
+    );
+    let csv = b"id\n1\n2\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(csv).unwrap();
+    for (dir, file, bytes) in [
+        ("zst", "1.csv.zst", zstd::encode_all(&csv[..], 3).unwrap()),
+        ("gz", "1.csv", gz.finish().unwrap()),
+    ] {
+        let d = p.root().join("data").join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(file), bytes).unwrap();
+    }
+    let out = apply(&p);
+    assert!(
+        out.contains("[engine: local (zstd-compressed text)]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("its name does not say how it is compressed)]"),
+        "{out}"
+    );
+    assert!(!out.contains("spark:"), "{out}");
+    let q = lakectl(&p)
+        .args([
+            "query",
+            "--format",
+            "json",
+            "select count(*) as n from shop.t",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&q.stdout).trim(), r#"[{"n":4}]"#);
+}
