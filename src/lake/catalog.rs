@@ -141,6 +141,22 @@ impl SqlCatalog {
             .collect()
     }
 
+    /// Every table with its metadata location, in one query.
+    pub async fn table_locations(&self) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables
+             WHERE catalog_name = ? AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)
+               AND metadata_location IS NOT NULL
+             ORDER BY table_namespace, table_name",
+        )
+        .bind(&self.name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
     pub async fn metadata_location(
         &self,
         ns: &str,

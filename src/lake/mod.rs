@@ -273,6 +273,29 @@ impl Lake {
             .collect())
     }
 
+    /// Every table with its current metadata location: one query on the SQL catalog
+    /// (a REST catalog loads each table).
+    pub async fn table_locations(&self) -> Result<Vec<(TableIdent, String)>, LakeError> {
+        let mut out = Vec::new();
+        match &self.backend {
+            Backend::Sql(c) => {
+                for (ns, name, location) in c.table_locations().await? {
+                    if let Ok(n) = NamespaceIdent::from_strs(ns.split('.')) {
+                        out.push((TableIdent::new(n, name), location));
+                    }
+                }
+            }
+            Backend::Rest(c) => {
+                for ident in c.list_tables().await? {
+                    if let Some((location, _)) = c.load_table(&ident).await? {
+                        out.push((ident, location));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Default location of a new table: `<warehouse>/<ns levels>/<name>`.
     pub fn default_location(&self, ident: &TableIdent) -> String {
         format!(

@@ -69,7 +69,11 @@ pub async fn run_checks(
         .ok_or_else(|| QueryError::AsOf("no default catalog".into()))?
         .register_schema("lakectl_check", schema)?;
     for (name, snapshot) in [(CHECKED, at), (BEFORE, before)] {
-        let table = provider_at(lake, state, snapshot, true).await?;
+        let options = super::ScanOptions {
+            pushdown: true,
+            parallel: super::scan::parallel_enabled(),
+        };
+        let table = provider_at(lake, state, snapshot, options).await?;
         ctx.register_table(TableReference::partial("lakectl_check", name), table)?;
     }
     let mut out = Vec::new();

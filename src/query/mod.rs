@@ -15,11 +15,13 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::sql::TableReference;
 use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
+use iceberg_datafusion::physical_plan::IcebergTableScan;
 use iceberg_datafusion::IcebergStaticTableProvider;
 
 use crate::lake::{Lake, LakeError, TableState};
 
 pub mod checks;
+pub mod scan;
 
 /// Which snapshot of each table to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +110,31 @@ pub async fn session_noting(
     as_of: Option<AsOf>,
     pushdown: bool,
 ) -> Result<(SessionContext, Vec<String>), QueryError> {
+    let options = ScanOptions {
+        pushdown,
+        parallel: scan::parallel_enabled(),
+    };
+    session_with(lake, as_of, options).await
+}
+
+/// How tables are scanned: filters pushed into the Iceberg scan (`pushdown`), and the
+/// snapshot's files split over the session's partitions (`parallel`). Both off is the
+/// plain path every optimisation is tested against.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanOptions {
+    pub pushdown: bool,
+    pub parallel: bool,
+}
+
+/// [`session_noting`] with explicit [`ScanOptions`].
+pub async fn session_with(
+    lake: &Lake,
+    as_of: Option<AsOf>,
+    options: ScanOptions,
+) -> Result<(SessionContext, Vec<String>), QueryError> {
     let mut empty_then = Vec::new();
     let mut found = as_of.is_none() || matches!(as_of, Some(AsOf::Time(_)));
-    let ctx = session_picking(lake, pushdown, |state, name| {
+    let ctx = session_picking(lake, options, |state, name| {
         if let Some(AsOf::Snapshot(id)) = as_of {
             found |= state.metadata.snapshot_by_id(id).is_some();
         }
@@ -137,7 +161,11 @@ pub async fn session_on_ref(
     name: &str,
 ) -> Result<(SessionContext, Vec<String>), QueryError> {
     let mut having = Vec::new();
-    let ctx = session_picking(lake, pushdown_enabled(), |state, table| {
+    let options = ScanOptions {
+        pushdown: pushdown_enabled(),
+        parallel: scan::parallel_enabled(),
+    };
+    let ctx = session_picking(lake, options, |state, table| {
         Ok(match state.metadata.snapshot_for_ref(name) {
             Some(s) => {
                 having.push(table.to_string());
@@ -154,7 +182,7 @@ pub async fn session_on_ref(
 /// schema per namespace), at the snapshot `pick` chooses for it (`None`: empty).
 async fn session_picking(
     lake: &Lake,
-    pushdown: bool,
+    options: ScanOptions,
     mut pick: impl FnMut(&TableState, &str) -> Result<Option<i64>, QueryError>,
 ) -> Result<SessionContext, QueryError> {
     let ctx = SessionContext::new();
@@ -170,11 +198,77 @@ async fn session_picking(
             catalog.register_schema(&ns, Arc::new(MemorySchemaProvider::new()))?;
         }
         let snapshot = pick(&state, &format!("{ns}.{}", ident.name()))?;
-        let provider = provider_at(lake, &state, snapshot, pushdown).await?;
+        let provider = provider_at(lake, &state, snapshot, options).await?;
         ctx.register_table(
             TableReference::partial(ns, ident.name().to_string()),
             provider,
         )?;
+    }
+    Ok(ctx)
+}
+
+/// Table providers by the metadata file they were built from, for a process that runs
+/// many queries (`lakectl serve`). A metadata file never changes once written, so a
+/// provider built from one is right for as long as the catalog points at that file:
+/// each session asks the catalog for every table's current metadata location (one
+/// query on the SQL catalog) and builds only the providers of tables that moved.
+#[derive(Default)]
+pub struct ProviderCache {
+    /// `namespace.table` → (metadata location, provider of its current snapshot).
+    tables: std::sync::Mutex<std::collections::HashMap<String, (String, Provider)>>,
+}
+
+type Provider = Arc<dyn datafusion::catalog::TableProvider>;
+
+/// A session over every table at its current snapshot, reusing `cache`'s providers of
+/// tables whose metadata location is unchanged ([`ProviderCache`]).
+pub async fn session_cached(
+    lake: &Lake,
+    cache: &ProviderCache,
+) -> Result<SessionContext, QueryError> {
+    let options = ScanOptions {
+        pushdown: pushdown_enabled(),
+        parallel: scan::parallel_enabled(),
+    };
+    let ctx = SessionContext::new();
+    let catalog = ctx
+        .catalog("datafusion")
+        .ok_or_else(|| QueryError::AsOf("no default catalog".into()))?;
+    let mut seen = std::collections::HashSet::new();
+    for (ident, location) in lake.table_locations().await? {
+        let ns = ident.namespace().join(".");
+        let name = format!("{ns}.{}", ident.name());
+        let cached = cache.tables.lock().ok().and_then(|t| {
+            t.get(&name)
+                .filter(|(l, _)| *l == location)
+                .map(|(_, p)| p.clone())
+        });
+        let provider = match cached {
+            Some(p) => p,
+            None => {
+                let Some(state) = lake.load_table(&ident).await? else {
+                    continue;
+                };
+                let p = provider_at(lake, &state, state.metadata.current_snapshot_id(), options)
+                    .await?;
+                if let Ok(mut t) = cache.tables.lock() {
+                    t.insert(name.clone(), (state.metadata_location.clone(), p.clone()));
+                }
+                p
+            }
+        };
+        if catalog.schema(&ns).is_none() {
+            catalog.register_schema(&ns, Arc::new(MemorySchemaProvider::new()))?;
+        }
+        ctx.register_table(
+            TableReference::partial(ns, ident.name().to_string()),
+            provider,
+        )?;
+        seen.insert(name);
+    }
+    // Dropped tables leave the cache.
+    if let Ok(mut t) = cache.tables.lock() {
+        t.retain(|name, _| seen.contains(name));
     }
     Ok(ctx)
 }
@@ -200,7 +294,7 @@ async fn provider_at(
     lake: &Lake,
     state: &TableState,
     snapshot: Option<i64>,
-    pushdown: bool,
+    options: ScanOptions,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, QueryError> {
     let table = Table::builder()
         .file_io(lake.file_io().clone())
@@ -215,7 +309,8 @@ async fn provider_at(
             inner: Arc::new(
                 IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await?,
             ),
-            enabled: pushdown,
+            enabled: options.pushdown,
+            parallel: options.parallel,
         }),
         // A table with no snapshot yet, or none at that time: empty, with its schema.
         None => {
@@ -253,6 +348,8 @@ pub fn pushdown_enabled() -> bool {
 struct ExactPushdown {
     inner: Arc<dyn datafusion::catalog::TableProvider>,
     enabled: bool,
+    /// The scan split over the session's partitions ([`scan::parallel`]).
+    parallel: bool,
 }
 
 #[async_trait::async_trait]
@@ -276,7 +373,13 @@ impl datafusion::catalog::TableProvider for ExactPushdown {
         filters: &[datafusion::logical_expr::Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        self.inner.scan(state, projection, filters, limit).await
+        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        match plan.as_any().downcast_ref::<IcebergTableScan>() {
+            Some(scan) if self.parallel => {
+                scan::parallel(scan, state.config().target_partitions()).await
+            }
+            _ => Ok(plan),
+        }
     }
 
     fn supports_filters_pushdown(

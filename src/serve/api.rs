@@ -634,9 +634,12 @@ async fn run_query(s: &AppState, q: QueryRequest) -> Result<Response, ApiError> 
     let limit = q.limit.unwrap_or(s.config.max_rows).min(s.config.max_rows);
     s.metrics.queries.fetch_add(1, Ordering::Relaxed);
     let work = async {
-        let ctx = crate::query::session(&s.lake, as_of)
-            .await
-            .map_err(|e| bad(e.to_string()))?;
+        let ctx = match as_of {
+            // Now: the providers of tables unchanged since the last query are reused.
+            None => crate::query::session_cached(&s.lake, &s.providers).await,
+            Some(_) => crate::query::session(&s.lake, as_of).await,
+        }
+        .map_err(|e| bad(e.to_string()))?;
         let (batches, truncated) = crate::query::run_limited(&ctx, &q.sql, limit)
             .await
             .map_err(|e| bad(e.to_string()))?;

@@ -68,6 +68,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Tokens issued to OAuth2 clients, with when they expire.
     pub issued: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Query providers by metadata location: a query builds only the providers of
+    /// tables that changed since the last one.
+    pub providers: crate::query::ProviderCache,
 }
 
 impl AppState {
@@ -294,6 +297,7 @@ pub async fn serve(lake: Lake, config: ServeConfig) -> Result<(), String> {
         config,
         metrics: Metrics::default(),
         issued: Mutex::new(Default::default()),
+        providers: Default::default(),
     });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())

@@ -14,6 +14,7 @@ mod keyed;
 mod maintain;
 mod mutate;
 mod oracle;
+mod query;
 mod s3;
 mod seaweed;
 mod serve;
