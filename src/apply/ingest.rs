@@ -165,10 +165,7 @@ pub async fn apply_ingest(
             }
         }
     }
-    Err(ApplyError::Commit {
-        table: c.table.clone(),
-        source: CommitError::Conflict(format!("gave up after {} attempts", super::MAX_ATTEMPTS)),
-    })
+    Err(super::gave_up(&c.table))
 }
 
 impl IngestOutcome {

@@ -302,8 +302,5 @@ pub async fn apply_keyed(
             Err(e) => return Err(super::commit_failure(&c.table, e)),
         }
     }
-    Err(ApplyError::Commit {
-        table: c.table.clone(),
-        source: CommitError::Conflict(format!("gave up after {} attempts", super::MAX_ATTEMPTS)),
-    })
+    Err(super::gave_up(&c.table))
 }

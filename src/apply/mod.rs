@@ -421,6 +421,14 @@ pub(crate) async fn commit_on_with(
     lake.commit(ident, &requirements, updates).await
 }
 
+/// The error of a change whose commit kept conflicting for [`MAX_ATTEMPTS`] attempts.
+pub(crate) fn gave_up(table: &str) -> ApplyError {
+    ApplyError::Commit {
+        table: table.to_string(),
+        source: CommitError::Conflict(format!("gave up after {MAX_ATTEMPTS} attempts")),
+    }
+}
+
 /// Waits before the next attempt after a commit conflict (50 ms, doubling).
 pub(crate) async fn conflict_backoff(attempt: u32, what: &str, why: &str) {
     tracing::info!(

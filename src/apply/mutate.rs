@@ -47,6 +47,33 @@ pub struct MutationOutcome {
     pub engine: Option<String>,
 }
 
+/// The annotation of a mutation's snapshot.
+pub(crate) fn annotation(c: &MutationChange, outcome: &MutationOutcome) -> Annotation {
+    let is_delete = matches!(c.action, expr::Action::Delete { .. });
+    Annotation {
+        change: "mutation".into(),
+        change_id: c.change_id.clone(),
+        manifest: Some(c.manifest.display().to_string()),
+        git_commit: super::git_commit(&c.manifest),
+        details: format!(
+            "{} `{}`: {} row(s) {}; {} file(s) rewritten, {} removed, {} untouched{}; where {}",
+            c.action.kind(),
+            c.name,
+            outcome.rows_changed,
+            if is_delete { "deleted" } else { "updated" },
+            outcome.files_rewritten,
+            outcome.files_removed,
+            outcome.files_untouched,
+            outcome
+                .engine
+                .as_ref()
+                .map(|e| format!(" (engine: {e})"))
+                .unwrap_or_default(),
+            c.action.predicate()
+        ),
+    }
+}
+
 fn fail(c: &MutationChange, reason: impl std::fmt::Display) -> CommitError {
     CommitError::Failed(LakeError::Unsupported(format!(
         "mutation `{}` ({}): {reason}; nothing was committed",
@@ -182,23 +209,7 @@ pub async fn apply_mutation(
                 already_applied: false,
                 engine: None,
             };
-            let annotation = Annotation {
-                change: "mutation".into(),
-                change_id: c.change_id.clone(),
-                manifest: Some(c.manifest.display().to_string()),
-                git_commit: super::git_commit(&c.manifest),
-                details: format!(
-                    "{} `{}`: {} row(s) {}; {} file(s) rewritten, {} removed, {} untouched; where {}",
-                    c.action.kind(),
-                    c.name,
-                    rows,
-                    if is_delete { "deleted" } else { "updated" },
-                    outcome.files_rewritten,
-                    outcome.files_removed,
-                    outcome.files_untouched,
-                    c.action.predicate()
-                ),
-            };
+            let annotation = annotation(c, &outcome);
             let mut props: HashMap<String, String> = annotation.to_summary();
             props.insert(MUTATION.into(), c.name.clone());
             props.insert(ROWS_CHANGED.into(), rows.to_string());

@@ -425,10 +425,7 @@ async fn publish_ingest(
             Err(e) => return Err(super::commit_failure(&c.table, e)),
         }
     }
-    Err(ApplyError::Commit {
-        table: c.table.clone(),
-        source: CommitError::Conflict(format!("gave up after {} attempts", super::MAX_ATTEMPTS)),
-    })
+    Err(super::gave_up(&c.table))
 }
 
 /// The job's commits, for [`ledger::ENGINE_SNAPSHOTS`].
@@ -515,7 +512,6 @@ pub(crate) async fn mutation(
         added.extend(s.added.iter().cloned());
         removed.extend(s.removed.iter().cloned());
     }
-    let is_delete = matches!(c.action, Action::Delete { .. });
     let outcome = MutationOutcome {
         rows_changed: rows,
         files_read,
@@ -527,22 +523,7 @@ pub(crate) async fn mutation(
         already_applied: false,
         engine: Some("spark".into()),
     };
-    let annotation = Annotation {
-        change: "mutation".into(),
-        change_id: c.change_id.clone(),
-        manifest: Some(c.manifest.display().to_string()),
-        git_commit: super::git_commit(&c.manifest),
-        details: format!(
-            "{} `{}`: {} row(s) {}; {} file(s) rewritten, {} untouched (engine: spark); where {}",
-            c.action.kind(),
-            c.name,
-            rows,
-            if is_delete { "deleted" } else { "updated" },
-            outcome.files_rewritten,
-            outcome.files_untouched,
-            c.action.predicate()
-        ),
-    };
+    let annotation = super::mutate::annotation(c, &outcome);
     let mut props: HashMap<String, String> = annotation.to_summary();
     props.insert(super::mutate::MUTATION.into(), c.name.clone());
     props.insert(super::mutate::ROWS_CHANGED.into(), rows.to_string());

@@ -288,3 +288,23 @@ pub fn age_files(dir: &Path, except: Option<&str>) {
         .unwrap();
     assert!(status.success());
 }
+
+/// The rows of `sql` over `lake` with scan `options`, as sorted JSON lines.
+pub async fn sorted_rows(
+    lake: &Lake,
+    sql: &str,
+    as_of: Option<lakectl::query::AsOf>,
+    options: lakectl::query::ScanOptions,
+) -> Vec<String> {
+    let (ctx, _) = lakectl::query::session_with(lake, as_of, options)
+        .await
+        .expect("session");
+    let batches = lakectl::query::run(&ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql} ({options:?}): {e}"));
+    let rendered = lakectl::query::render(&batches, "json").expect("render");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&rendered).expect("json");
+    let mut rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+    rows.sort();
+    rows
+}

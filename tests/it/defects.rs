@@ -162,17 +162,11 @@ async fn both_ways(p: &Project, sql: &str) -> (Vec<String>, Vec<String>) {
         .expect("exists");
     let mut out = Vec::new();
     for pushdown in [true, false] {
-        let (ctx, _) = lakectl::query::session_noting(&lake, None, pushdown)
-            .await
-            .expect("session");
-        let batches = lakectl::query::run(&ctx, sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql} (pushdown {pushdown}): {e}"));
-        let rendered = lakectl::query::render(&batches, "json").expect("render");
-        let rows: Vec<Value> = serde_json::from_str(&rendered).expect("json");
-        let mut rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
-        rows.sort();
-        out.push(rows);
+        let options = lakectl::query::ScanOptions {
+            pushdown,
+            parallel: true,
+        };
+        out.push(crate::common::sorted_rows(&lake, sql, None, options).await);
     }
     let plain = out.pop().unwrap();
     (out.pop().unwrap(), plain)

@@ -3,8 +3,6 @@
 //! without pushdown, for aggregates, filters, limits, joins, time travel and a table
 //! with another engine's deletes folded in by a mutation.
 
-use serde_json::Value;
-
 use crate::common::{text, Project};
 
 /// Rows of `sql` with each scan option, as sorted JSON lines:
@@ -22,17 +20,7 @@ async fn four_ways(
     let mut out = Vec::new();
     for (parallel, pushdown) in [(true, true), (true, false), (false, true), (false, false)] {
         let options = lakectl::query::ScanOptions { pushdown, parallel };
-        let (ctx, _) = lakectl::query::session_with(&lake, as_of, options)
-            .await
-            .expect("session");
-        let batches = lakectl::query::run(&ctx, sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql} ({options:?}): {e}"));
-        let rendered = lakectl::query::render(&batches, "json").expect("render");
-        let rows: Vec<Value> = serde_json::from_str(&rendered).expect("json");
-        let mut rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
-        rows.sort();
-        out.push(rows);
+        out.push(crate::common::sorted_rows(&lake, sql, as_of, options).await);
     }
     out
 }
