@@ -4,8 +4,8 @@ the command itself also from its own rusage (`/usr/bin/time`, for short runs).""
 import os, subprocess, sys, tempfile, threading, time
 
 
-def tree(root_pid):
-    """{pid: (cpu ticks, rss pages)} of a process and all its descendants now."""
+def processes():
+    """{pid: (parent pid, cpu ticks, rss pages)} of every process now."""
     procs = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -16,6 +16,12 @@ def tree(root_pid):
             procs[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[21]))
         except (OSError, IndexError, ValueError):
             pass
+    return procs
+
+
+def tree(root_pid):
+    """{pid: (cpu ticks, rss pages)} of a process and all its descendants now."""
+    procs = processes()
     out, todo = {}, [root_pid]
     while todo:
         p = todo.pop()
@@ -82,15 +88,7 @@ def sampled(cmd, watch=None, env=None, cwd=None, timeout=None):
     groups = {"cmd": ([], True)}
     groups.update(watch or {})
     def scan():
-        procs = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open(f"/proc/{d}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    procs[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[21]))
-                except (OSError, IndexError, ValueError):
-                    pass
+        procs = processes()
         kids = {}
         for pid, (ppid, _, _) in procs.items():
             kids.setdefault(ppid, []).append(pid)

@@ -553,7 +553,8 @@ pub(crate) async fn mutation(
 }
 
 /// A compaction's groups rewritten by Spark: each group's output files, in order, the
-/// table after the job and the job's branch (to drop in the commit).
+/// job's snapshot ids (for [`ledger::ENGINE_SNAPSHOTS`]) and its branch (to drop in the
+/// commit).
 pub(crate) async fn compact(
     lake: &Lake,
     spark: &SparkConfig,
@@ -575,7 +576,7 @@ pub(crate) async fn compact(
             .await?
             .ok_or_else(|| ApplyError::from(crate::lake::LakeError::NoSuchTable(table.into())))
     };
-    let (ran, snaps, fresh) = run_job(lake, spark, &job, table, load).await?;
+    let (ran, snaps, _) = run_job(lake, spark, &job, table, load).await?;
     if snaps.len() != groups.len() {
         return Err(format!(
             "the job made {} commit(s) for {} group(s)",
@@ -594,7 +595,6 @@ pub(crate) async fn compact(
         }
         outputs.push(s.added);
     }
-    let _ = fresh;
     Ok((outputs, ids, ran.branch))
 }
 

@@ -25,6 +25,12 @@ pub struct SqlCatalog {
     name: String,
 }
 
+/// The compare-and-swap of one table's row: binds new, old, catalog, namespace, table,
+/// old. Zero rows changed means another writer moved the table first.
+const CAS: &str = "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
+     WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+       AND metadata_location = ?";
+
 impl SqlCatalog {
     /// Connects to `sqlite:PATH`. With `create`, makes the file, its folder and the
     /// tables; without, returns `None` when the file does not exist.
@@ -207,19 +213,15 @@ impl SqlCatalog {
     ) -> Result<bool, sqlx::Error> {
         // A single autocommit UPDATE, as it has always been (the transaction of
         // `compare_and_swap_all` is for commits across tables only).
-        let r = sqlx::query(
-            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
-             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
-               AND metadata_location = ?",
-        )
-        .bind(new)
-        .bind(old)
-        .bind(&self.name)
-        .bind(ns)
-        .bind(table)
-        .bind(old)
-        .execute(&self.pool)
-        .await?;
+        let r = sqlx::query(CAS)
+            .bind(new)
+            .bind(old)
+            .bind(&self.name)
+            .bind(ns)
+            .bind(table)
+            .bind(old)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -231,19 +233,15 @@ impl SqlCatalog {
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for (ns, table, old, new) in swaps {
-            let r = sqlx::query(
-                "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
-                 WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
-                   AND metadata_location = ?",
-            )
-            .bind(new)
-            .bind(old)
-            .bind(&self.name)
-            .bind(ns)
-            .bind(table)
-            .bind(old)
-            .execute(&mut *tx)
-            .await?;
+            let r = sqlx::query(CAS)
+                .bind(new)
+                .bind(old)
+                .bind(&self.name)
+                .bind(ns)
+                .bind(table)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
             if r.rows_affected() != 1 {
                 tx.rollback().await?;
                 return Ok(false);

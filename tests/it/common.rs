@@ -83,13 +83,18 @@ impl Project {
         out
     }
 
-    /// The table as the catalog has it now.
-    pub async fn table(&self, name: &str) -> TableState {
+    /// The project's lakehouse, which must exist.
+    pub async fn lake(&self) -> Lake {
         let set = lakectl::plan::load_valid(&self.manifests()).expect("valid manifests");
-        let lake = Lake::open_existing(set.lake_config().expect("config"))
+        Lake::open_existing(set.lake_config().expect("config"))
             .await
             .expect("open")
-            .expect("catalog exists");
+            .expect("catalog exists")
+    }
+
+    /// The table as the catalog has it now.
+    pub async fn table(&self, name: &str) -> TableState {
+        let lake = self.lake().await;
         let (ns, t) = name.split_once('.').expect("ns.table");
         let ident = iceberg::TableIdent::new(iceberg::NamespaceIdent::new(ns.into()), t.into());
         lake.load_table(&ident)

@@ -155,11 +155,7 @@ async fn nested_field_added_after_data_reads_as_null_in_old_files_at_every_snaps
 /// Rows of `sql` over the lakehouse of `p`, with and without filters pushed into the
 /// Iceberg scan, each as sorted JSON lines.
 async fn both_ways(p: &Project, sql: &str) -> (Vec<String>, Vec<String>) {
-    let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
-    let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
-        .await
-        .expect("open")
-        .expect("exists");
+    let lake = p.lake().await;
     let mut out = Vec::new();
     for pushdown in [true, false] {
         let options = lakectl::query::ScanOptions {

@@ -12,11 +12,7 @@ async fn four_ways(
     sql: &str,
     as_of: Option<lakectl::query::AsOf>,
 ) -> Vec<Vec<String>> {
-    let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
-    let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
-        .await
-        .expect("open")
-        .expect("exists");
+    let lake = p.lake().await;
     let mut out = Vec::new();
     for (parallel, pushdown) in [(true, true), (true, false), (false, true), (false, false)] {
         let options = lakectl::query::ScanOptions { pushdown, parallel };
@@ -50,11 +46,7 @@ async fn the_parallel_scan_returns_the_rows_of_the_one_partition_scan() {
     let before = p.table("q.t").await.metadata.current_snapshot_id().unwrap();
     p.write("t.yaml", &format!("{}  mutations:\n    - name: bump\n      maxRowsChanged: 100000\n      update:\n        where: qty = 3\n        set: {{price: price + 1}}\n    - name: drop\n      maxRowsChanged: 100000\n      delete:\n        where: id % 11 = 0\n", std::fs::read_to_string(p.manifests().join("t.yaml")).unwrap()));
     p.apply_converges();
-    let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
-    let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
-        .await
-        .expect("open")
-        .expect("exists");
+    let lake = p.lake().await;
     let state = p.table("q.t").await;
     let live = lakectl::mutate::snapshot_files(
         lake.file_io(),
@@ -146,11 +138,7 @@ async fn cached_providers_are_reused_until_the_table_moves() {
     p.write("t.yaml", "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: t\n  namespace: q\nspec:\n  columns:\n    - {name: id, type: long}\n  sources:\n    - {name: csv, uri: ../data/*.csv}\n");
     p.write("u.yaml", "apiVersion: lakectl/v1\nkind: Table\nmetadata:\n  name: u\n  namespace: q\nspec:\n  columns:\n    - {name: id, type: long}\n");
     p.apply_converges();
-    let set = lakectl::plan::load_valid(&p.manifests()).expect("valid");
-    let lake = lakectl::lake::Lake::open_existing(set.lake_config().expect("config"))
-        .await
-        .expect("open")
-        .expect("exists");
+    let lake = p.lake().await;
     let cache = lakectl::query::ProviderCache::default();
     let count = |ctx: datafusion::prelude::SessionContext| async move {
         let b = lakectl::query::run(&ctx, "select count(*) as n from q.t")
