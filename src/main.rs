@@ -163,6 +163,10 @@ enum Command {
         /// How long an issued token is valid: `1h`, `15m`, `30s`.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         token_ttl: std::time::Duration,
+        /// A running `lakectl watch`'s status server (its --addr as a URL, e.g.
+        /// http://127.0.0.1:9090): the console and GET /api/v1/watch show its conditions.
+        #[arg(long, env = "LAKECTL_WATCH_STATUS", value_name = "URL")]
+        watch_status: Option<String>,
     },
     /// Reconcile continuously: plan and apply on manifest or source changes and every
     /// resync interval; per-table status at /status.
@@ -455,6 +459,7 @@ fn main() -> ExitCode {
             clients,
             clients_file,
             token_ttl,
+            watch_status,
         } => runtime.block_on(async {
             let clients = match parse_clients(clients.as_deref(), clients_file.as_deref()) {
                 Ok(c) => c,
@@ -476,6 +481,7 @@ fn main() -> ExitCode {
                 max_rows,
                 clients,
                 token_ttl,
+                watch_status: watch_status.filter(|u| !u.is_empty()),
             };
             match lakectl::serve::serve(lake, config).await {
                 Ok(()) => 0,

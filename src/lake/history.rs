@@ -24,9 +24,12 @@ pub struct HistoryEntry {
     pub added_records: Option<u64>,
     pub total_records: Option<u64>,
     pub added_data_files: Option<u64>,
+    pub total_data_files: Option<u64>,
     pub deleted_data_files: Option<u64>,
     pub deleted_records: Option<u64>,
     pub annotation: Option<ledger::Annotation>,
+    /// Its change was taken out by a rollback and is held back from plan and apply.
+    pub held_back: bool,
     pub source: Option<String>,
     pub ingested_files: Vec<String>,
 }
@@ -46,6 +49,10 @@ pub fn history(md: &TableMetadata) -> Vec<HistoryEntry> {
                 .get(ledger::ENGINE_SNAPSHOTS)
         })
         .flat_map(|v| v.split(',').filter_map(|id| id.trim().parse::<i64>().ok()))
+        .collect();
+    let held: HashSet<i64> = ledger::held_back(md)
+        .iter()
+        .map(|h| h.snapshot_id)
         .collect();
     let mut snaps: Vec<_> = md
         .snapshots()
@@ -76,8 +83,10 @@ pub fn history(md: &TableMetadata) -> Vec<HistoryEntry> {
                 added_records: num("added-records"),
                 total_records: num("total-records"),
                 added_data_files: num("added-data-files"),
+                total_data_files: num("total-data-files"),
                 deleted_data_files: num("deleted-data-files"),
                 deleted_records: num("deleted-records"),
+                held_back: held.contains(&s.snapshot_id()),
                 annotation: ledger::Annotation::from_summary(props),
                 source: props.get(ledger::SOURCE).cloned(),
                 ingested_files: ingested,

@@ -108,6 +108,15 @@ pub struct TableState {
     pub metadata_location: String,
 }
 
+/// A table's current metadata location, as [`Lake::table_locations`] lists it.
+pub struct TableLocation {
+    pub ident: TableIdent,
+    pub location: String,
+    /// The table itself when the catalog had to load it to tell its location (REST):
+    /// a caller that needs it does not load it again.
+    pub loaded: Option<TableState>,
+}
+
 /// The catalog behind the commit path.
 enum Backend {
     Sql(SqlCatalog),
@@ -275,20 +284,32 @@ impl Lake {
 
     /// Every table with its current metadata location: one query on the SQL catalog
     /// (a REST catalog loads each table).
-    pub async fn table_locations(&self) -> Result<Vec<(TableIdent, String)>, LakeError> {
+    pub async fn table_locations(&self) -> Result<Vec<TableLocation>, LakeError> {
         let mut out = Vec::new();
         match &self.backend {
             Backend::Sql(c) => {
                 for (ns, name, location) in c.table_locations().await? {
                     if let Ok(n) = NamespaceIdent::from_strs(ns.split('.')) {
-                        out.push((TableIdent::new(n, name), location));
+                        out.push(TableLocation {
+                            ident: TableIdent::new(n, name),
+                            location,
+                            loaded: None,
+                        });
                     }
                 }
             }
             Backend::Rest(c) => {
                 for ident in c.list_tables().await? {
-                    if let Some((location, _)) = c.load_table(&ident).await? {
-                        out.push((ident, location));
+                    if let Some((location, metadata)) = c.load_table(&ident).await? {
+                        out.push(TableLocation {
+                            ident: ident.clone(),
+                            location: location.clone(),
+                            loaded: Some(TableState {
+                                ident,
+                                metadata,
+                                metadata_location: location,
+                            }),
+                        });
                     }
                 }
             }

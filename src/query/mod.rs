@@ -235,7 +235,12 @@ pub async fn session_cached(
         .catalog("datafusion")
         .ok_or_else(|| QueryError::AsOf("no default catalog".into()))?;
     let mut seen = std::collections::HashSet::new();
-    for (ident, location) in lake.table_locations().await? {
+    for crate::lake::TableLocation {
+        ident,
+        location,
+        loaded,
+    } in lake.table_locations().await?
+    {
         let ns = ident.namespace().join(".");
         let name = format!("{ns}.{}", ident.name());
         let cached = cache.tables.lock().ok().and_then(|t| {
@@ -246,8 +251,12 @@ pub async fn session_cached(
         let provider = match cached {
             Some(p) => p,
             None => {
-                let Some(state) = lake.load_table(&ident).await? else {
-                    continue;
+                let state = match loaded {
+                    Some(state) => state,
+                    None => match lake.load_table(&ident).await? {
+                        Some(state) => state,
+                        None => continue,
+                    },
                 };
                 let p = provider_at(lake, &state, state.metadata.current_snapshot_id(), options)
                     .await?;

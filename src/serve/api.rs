@@ -50,6 +50,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/tables/{namespace}/{table}/upload", post(upload))
         .route("/api/v1/query", get(query_get).post(query_post))
         .route("/api/v1/plan", get(plan))
+        .route("/api/v1/watch", get(watch_status))
 }
 
 /// An error: a stable machine-readable `code` and a message for people.
@@ -140,6 +141,69 @@ pub struct Field {
     doc: Option<String>,
 }
 
+/// One field of the schema, nested ones included (depth first, parents before children).
+#[derive(Serialize, ToSchema)]
+pub struct Column {
+    id: i32,
+    /// Dotted path from the top: `address.city`, `tags.element`, `attrs.key`.
+    path: String,
+    name: String,
+    /// A primitive type's Iceberg name; `struct`, `list` or `map` for containers (their
+    /// fields follow).
+    #[serde(rename = "type")]
+    ty: String,
+    required: bool,
+    doc: Option<String>,
+    /// 0 for a top-level column.
+    depth: usize,
+}
+
+fn columns(
+    fields: &[iceberg::spec::NestedFieldRef],
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<Column>,
+) {
+    use iceberg::spec::Type;
+    for f in fields {
+        let path = match prefix {
+            "" => f.name.clone(),
+            p => format!("{p}.{}", f.name),
+        };
+        let ty = match f.field_type.as_ref() {
+            Type::Primitive(p) => p.to_string(),
+            Type::Struct(_) => "struct".to_string(),
+            Type::List(_) => "list".to_string(),
+            Type::Map(_) => "map".to_string(),
+        };
+        out.push(Column {
+            id: f.id,
+            path: path.clone(),
+            name: f.name.clone(),
+            ty,
+            required: f.required,
+            doc: f.doc.clone(),
+            depth,
+        });
+        match f.field_type.as_ref() {
+            Type::Struct(s) => columns(s.fields(), &path, depth + 1, out),
+            Type::List(l) => columns(
+                std::slice::from_ref(&l.element_field),
+                &path,
+                depth + 1,
+                out,
+            ),
+            Type::Map(m) => columns(
+                &[m.key_field.clone(), m.value_field.clone()],
+                &path,
+                depth + 1,
+                out,
+            ),
+            Type::Primitive(_) => {}
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct TableDetail {
     namespace: String,
@@ -151,10 +215,17 @@ pub struct TableDetail {
     schema_id: i32,
     /// Top-level fields of the current schema (nested types as their Iceberg text).
     fields: Vec<Field>,
+    /// Every field of the current schema, nested ones included, with its id and doc.
+    columns: Vec<Column>,
+    /// The schema's identifier fields (row key), by name.
+    identifier_fields: Vec<String>,
     /// Partition fields: `name = transform(source)`.
     partition_spec: Vec<String>,
     sort_order: Vec<String>,
     properties: BTreeMap<String, String>,
+    /// Changes a rollback took out of `main`, which plan and apply hold back.
+    #[schema(value_type = Vec<Object>)]
+    held_back: Vec<crate::lake::ledger::HeldBack>,
 }
 
 /// A table: current schema, partition spec, sort order, properties, current snapshot.
@@ -194,6 +265,12 @@ pub async fn get_table(
                 doc: f.doc.clone(),
             })
             .collect(),
+        columns: {
+            let mut out = Vec::new();
+            columns(schema.as_struct().fields(), "", 0, &mut out);
+            out
+        },
+        identifier_fields: schema.identifier_field_ids().map(name_of).collect(),
         partition_spec: md
             .default_partition_spec()
             .fields()
@@ -219,6 +296,7 @@ pub async fn get_table(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        held_back: crate::lake::ledger::held_back(md),
     }))
 }
 
@@ -699,10 +777,32 @@ async fn run_query(s: &AppState, q: QueryRequest) -> Result<Response, ApiError> 
     }
 }
 
-/// The plan of the served manifest directory (as `lakectl plan --output json`).
-#[utoipa::path(get, path = "/api/v1/plan",
-    responses((status = 200, body = Object), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn plan(State(s): Shared) -> Result<Json<serde_json::Value>, ApiError> {
+#[derive(Deserialize, IntoParams)]
+pub struct PlanParams {
+    /// `json` (default, as `lakectl plan --output json`) or `text` (as `lakectl plan`).
+    format: Option<String>,
+}
+
+/// The plan of the served manifest directory (as `lakectl plan --output json`, or its
+/// text).
+#[utoipa::path(get, path = "/api/v1/plan", params(PlanParams),
+    responses((status = 200, description = "the plan", content((Object = "application/json"), (String = "text/plain"))),
+        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn plan(
+    State(s): Shared,
+    p: Result<Query<PlanParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let text = match params(p)?.format.as_deref().unwrap_or("json") {
+        "json" => false,
+        "text" => true,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_format",
+                format!("unknown format `{other}`: json or text"),
+            ))
+        }
+    };
     let set = crate::plan::load_valid(&s.config.manifests).map_err(|d| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -717,7 +817,54 @@ pub async fn plan(State(s): Shared) -> Result<Json<serde_json::Value>, ApiError>
         .await
         .map_err(internal)?;
     let plan = crate::plan::diff(&set, &actual, s.lake.config.clone());
-    Ok(Json(crate::plan::render::json(&plan)))
+    Ok(match text {
+        true => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            crate::plan::render::text(&plan, crate::plan::render::Style { color: false }),
+        )
+            .into_response(),
+        false => Json(crate::plan::render::json(&plan)).into_response(),
+    })
+}
+
+/// The per-table conditions of the `lakectl watch` that `serve --watch-status` names
+/// (its `/status`, fetched by the server, so the console needs no second origin).
+#[utoipa::path(get, path = "/api/v1/watch",
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody, description = "no watch status URL configured"),
+        (status = 502, body = ErrorBody, description = "the watcher did not answer"), (status = 401, body = ErrorBody)))]
+pub async fn watch_status(State(s): Shared) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(base) = &s.config.watch_status else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "no watch status URL configured (`lakectl serve --watch-status URL`)",
+        ));
+    };
+    let url = format!("{}/status", base.trim_end_matches('/'));
+    let unreachable = |e: String| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "watch_unreachable",
+            format!("{url}: {e}"),
+        )
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(internal)?;
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if !r.status().is_success() {
+        return Err(unreachable(r.status().to_string()));
+    }
+    let v = r
+        .json::<serde_json::Value>()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(Json(v))
 }
 
 /// An integer that JSON may spell `3` or `3.0`.

@@ -12,16 +12,22 @@
 //!   that do not fit);
 //! - `GET|POST /api/v1/query` (read-only SQL, `as_of`, json/csv/arrow, row limit,
 //!   timeout);
-//! - `GET /api/v1/plan`;
+//! - `GET /api/v1/plan`; `GET /api/v1/watch` (the conditions of the `lakectl watch`
+//!   whose status URL `--watch-status` names);
+//! - `GET /` (the web console, [`console`]: one page, inside the binary);
 //! - `GET /openapi.json` (generated from the handlers' types), `GET /docs` (Swagger UI,
 //!   assets vendored in the binary);
 //! - the Iceberg REST catalog API under `/catalog` (see [`catalog`]).
 //!
-//! With a token configured every route but `/healthz` needs `Authorization: Bearer
-//! <token>`; without one, only a loopback address may be bound.
+//! With a token configured every route needs `Authorization: Bearer <token>` but
+//! `/healthz`, the OAuth2 token endpoint, and the pages that hold no data: `/` (the
+//! console asks for the token and sends it on each of its API calls), `/docs` and
+//! `/openapi.json` (Swagger's Authorize button sends it). Without a token, only a
+//! loopback address may be bound.
 
 mod api;
 mod catalog;
+mod console;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +62,9 @@ pub struct ServeConfig {
     pub clients: std::collections::BTreeMap<String, String>,
     /// How long an issued token is valid.
     pub token_ttl: Duration,
+    /// Base URL of a `lakectl watch` status server (`GET /api/v1/watch` reads its
+    /// `/status`).
+    pub watch_status: Option<String>,
 }
 
 /// The OAuth2 token endpoint of the catalog (no auth of its own: it checks the client).
@@ -184,6 +193,7 @@ impl IntoResponse for ApiError {
         api::query_get,
         api::query_post,
         api::plan,
+        api::watch_status,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -211,6 +221,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(catalog::routes())
         .merge(docs)
         .route("/metrics", axum::routing::get(metrics))
+        .route("/", axum::routing::get(console::page))
+        .route("/console/{file}", axum::routing::get(console::file))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
@@ -237,7 +249,11 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
                 "other".to_string()
             }
         });
-    let open = matches!(req.uri().path(), "/healthz" | TOKEN_PATH);
+    let path = req.uri().path();
+    let open = matches!(path, "/healthz" | TOKEN_PATH | "/" | "/openapi.json")
+        || path == "/docs"
+        || path.starts_with("/docs/")
+        || path.starts_with("/console/");
     let response = match state.auth_required() {
         true if !open => {
             let ok = req

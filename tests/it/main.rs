@@ -4,6 +4,7 @@
 mod audit;
 mod common;
 mod concurrency;
+mod console;
 mod corpus;
 mod crash;
 mod defects;

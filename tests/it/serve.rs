@@ -123,14 +123,42 @@ async fn every_route_through_a_real_client() {
         ],
     );
 
-    // Auth: /healthz is open; everything else needs the token.
-    let r = client().get(s.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    // Auth: /healthz and the pages without data (the console, the docs) are open;
+    // everything else needs the token.
+    for path in [
+        "/healthz",
+        "/",
+        "/console/app.js",
+        "/console/app.css",
+        "/openapi.json",
+        "/docs/",
+    ] {
+        let r = client().get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let r = client().get(s.url("/")).send().await.unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    assert!(r.text().await.unwrap().contains("/console/app.js"));
+    let r = client()
+        .get(s.url("/console/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     for path in [
         "/api/v1/tables",
-        "/openapi.json",
+        "/api/v1/tables/shop/sales",
         "/metrics",
         "/api/v1/plan",
+        "/api/v1/watch",
+        "/catalog/v1/config",
     ] {
         let r = client().get(s.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
@@ -362,6 +390,22 @@ async fn every_route_through_a_real_client() {
     let (code, v) = json(s.get("/api/v1/plan")).await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["format_version"], "1");
+    let r = s.get("/api/v1/plan?format=text").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let plan_text = r.text().await.unwrap();
+    assert!(
+        plan_text.contains("No changes") || plan_text.contains("held back"),
+        "{plan_text}"
+    );
+    let (code, v) = json(s.get("/api/v1/plan?format=yaml")).await;
+    assert_eq!((code, v["code"].as_str()), (400, Some("bad_format")));
+    // No watcher configured: the console says so.
+    let (code, v) = json(s.get("/api/v1/watch")).await;
+    assert_eq!((code, v["code"].as_str()), (404, Some("not_configured")));
 
     // OpenAPI and docs.
     let (code, api) = json(s.get("/openapi.json")).await;
@@ -375,6 +419,7 @@ async fn every_route_through_a_real_client() {
         "/api/v1/tables/{namespace}/{table}/upload",
         "/api/v1/query",
         "/api/v1/plan",
+        "/api/v1/watch",
     ] {
         assert!(
             api["paths"][path].is_object(),

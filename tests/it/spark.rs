@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::{read_both, text, Project, LAKECTL};
+use crate::common::{free_port, read_both, text, Project, LAKECTL};
 
 /// The cluster's master URL, the cluster started on first use. Its processes are
 /// children of a thread that lives as long as the test binary and die with it
@@ -31,14 +31,6 @@ fn cluster() -> &'static str {
         });
         rx.recv().unwrap()
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `SPARK_HOME`: pyspark's own directory in the Spark venv.
