@@ -58,7 +58,7 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // ChromeDriver leads its own process group, Chromium's processes with it.
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.driver.id())])
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
             .status();
         let _ = self.driver.wait();
     }
@@ -72,20 +72,27 @@ impl Browser {
         let chromium = tool("LAKECTL_CHROMIUM", "/usr/bin/chromium");
         let chromedriver = tool("LAKECTL_CHROMEDRIVER", "/usr/bin/chromedriver");
         let port = free_port();
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .arg(format!(
+                "--log-path={}",
+                shots.join("chromedriver.log").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .expect("spawn chromedriver");
         let profile = tempfile::tempdir().unwrap();
-        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-        std::fs::create_dir_all(&shots).unwrap();
         let mut b = Browser {
             driver,
             url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .unwrap(),
             profile,
             shots,
         };
@@ -458,6 +465,11 @@ async fn the_console_in_a_real_browser() {
         classes.contains("rolled back") && classes.contains("held back"),
         "{classes}"
     );
+    b.js(
+        "document.querySelector('#history').scrollIntoView()",
+        json!([]),
+    )
+    .await;
     b.shot("05-rolled-back").await;
 
     // A query returns rows, as the API returns them.
