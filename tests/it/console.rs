@@ -57,9 +57,11 @@ struct Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // ChromeDriver leads its own process group, Chromium's processes with it.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
-            .status();
+        // SAFETY: killpg only sends a signal to the process group this test started.
+        unsafe {
+            libc::killpg(self.driver.id() as libc::pid_t, libc::SIGKILL);
+        }
+        let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
 }
@@ -172,8 +174,9 @@ impl Browser {
             }
             if t.elapsed() > Duration::from_secs(20) {
                 let body = self.js("return document.body.innerText", json!([])).await;
+                eprintln!("{what}: not within 20 s; the page says:\n{body}");
                 self.shot("failed").await;
-                panic!("{what}: not within 20 s; the page says:\n{body}");
+                panic!("{what}: not within 20 s");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -271,6 +274,17 @@ async fn api_post(base: &str, path: &str, body: Value) -> Value {
         .unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());
     r.json().await.unwrap()
+}
+
+fn field_id(table: &Value, path: &str) -> i64 {
+    table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == path)
+        .unwrap_or_else(|| panic!("no column {path}"))["id"]
+        .as_i64()
+        .unwrap()
 }
 
 fn digits(s: &str) -> String {
@@ -378,6 +392,14 @@ async fn the_console_in_a_real_browser() {
         paths.contains(&"customer.email") && paths.contains(&"attributes.value"),
         "{paths:?}"
     );
+    // Nested fields are indented (the page's CSP lets its script set the style).
+    let indent = b
+        .js(
+            "const px = id => parseFloat(getComputedStyle(document.querySelector(`#schema tr[data-field-id='${id}'] td:nth-child(2)`)).paddingLeft); return [px(arguments[0]), px(arguments[1])]",
+            json!([field_id(&orders, "id"), field_id(&orders, "customer.email")]),
+        )
+        .await;
+    assert!(indent[1].as_f64() > indent[0].as_f64(), "{indent}");
     let parts = b.text("#partitioning").await;
     assert!(
         parts.contains("day(ts)") && parts.contains("identity(region)"),
@@ -440,6 +462,7 @@ async fn the_console_in_a_real_browser() {
         "{rows}"
     );
     let held = b.text("#rollback-diff #rollback-held").await;
+    assert!(!dry["held_back"].as_array().unwrap().is_empty(), "{dry}");
     for h in dry["held_back"].as_array().unwrap() {
         assert!(held.contains(h["details"].as_str().unwrap()), "{held}");
     }
@@ -504,7 +527,16 @@ async fn the_console_in_a_real_browser() {
     b.type_into("#sql", "delete from sales.orders").await;
     b.click("#run-query").await;
     let err = b.text("#query-error").await;
-    assert!(!err.is_empty());
+    let refused = reqwest::Client::new()
+        .post(format!("{}/api/v1/query", s.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"sql": "delete from sales.orders"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(err, refused["message"].as_str().unwrap());
     let n = api_post(
         &s.base,
         "/api/v1/query",

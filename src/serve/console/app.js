@@ -16,6 +16,13 @@ function parseJSON(text) {
       ? ctx.source : v);
 }
 
+// Whether JSON.parse hands the reviver each value's source text (needed for the above).
+const EXACT_IDS = (() => {
+  let ok = false;
+  JSON.parse('1', (k, v, ctx) => { ok = !!(ctx && ctx.source === '1'); return v; });
+  return ok;
+})();
+
 class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
@@ -23,10 +30,13 @@ class ApiError extends Error {
 async function api(path, opts = {}) {
   for (;;) {
     const headers = Object.assign({}, opts.headers || {});
-    if (token) headers.Authorization = 'Bearer ' + token;
+    const sent = token;
+    if (sent) headers.Authorization = 'Bearer ' + sent;
     const r = await fetch(path, Object.assign({}, opts, { headers }));
     if (r.status === 401) {
-      await askToken(token ? 'The server refused that token.' : '');
+      // Sent with a token that has been replaced meanwhile: retry with the new one.
+      if (token !== sent) continue;
+      await askToken(sent ? 'The server refused that token.' : '');
       continue;
     }
     const text = await r.text();
@@ -95,7 +105,9 @@ function s(tag, attrs, ...children) {
 
 const fmt = (n) => (n === undefined || n === null ? '–' : Number(n).toLocaleString('en-US'));
 const seg = (x) => encodeURIComponent(x);
-function show(...nodes) { const m = $('#main'); m.replaceChildren(...nodes); }
+// Each navigation numbers its view; a slower, older one does not overwrite it.
+let view = 0;
+function show(mine, ...nodes) { if (mine === view) $('#main').replaceChildren(...nodes); }
 function errorBox(e) {
   return h('section', { class: 'error', id: 'error' }, h('strong', {}, e.code || 'error'), ': ', e.message || String(e));
 }
@@ -118,9 +130,21 @@ async function loadTables() {
   }
 }
 
-function markActive() {
+// The table a `#/table/NS/NAME` hash names, as [ns, name]; null for any other hash.
+function tableOfHash() {
   const m = location.hash.match(/^#\/table\/([^/]+)\/([^/]+)$/);
-  const current = m ? decodeURIComponent(m[1]) + '.' + decodeURIComponent(m[2]) : null;
+  if (!m) return null;
+  try {
+    const parts = [decodeURIComponent(m[1]), decodeURIComponent(m[2])];
+    return parts.some((x) => x === '.' || x === '..') ? null : parts;
+  } catch (e) {
+    return null;
+  }
+}
+
+function markActive() {
+  const m = tableOfHash();
+  const current = m ? m[0] + '.' + m[1] : null;
   for (const a of document.querySelectorAll('#tables a')) a.classList.toggle('active', a.dataset.table === current);
   $('#nav-overview').classList.toggle('active', !m && location.hash !== '#/query');
   $('#nav-query').classList.toggle('active', location.hash.startsWith('#/query'));
@@ -128,8 +152,8 @@ function markActive() {
 
 // ---- overview: plan, drift, held back, watcher -------------------------------------
 
-async function showOverview() {
-  show(h('h1', {}, 'Lakehouse'), h('p', { class: 'muted' }, 'planning…'));
+async function showOverview(mine) {
+  show(mine, h('h1', {}, 'Lakehouse'), h('p', { class: 'muted' }, 'planning…'));
   const [plan, text, watch] = await Promise.all([
     api('/api/v1/plan').catch((e) => e),
     api('/api/v1/plan?format=text').catch((e) => e),
@@ -146,7 +170,7 @@ async function showOverview() {
     parts.push(heldSection(plan.held_back || []));
   }
   parts.push(watchSection(watch));
-  show(...parts);
+  show(mine, ...parts);
 }
 
 function describe(c) {
@@ -213,12 +237,12 @@ function watchSection(w) {
 
 // ---- one table ---------------------------------------------------------------------
 
-async function showTable(ns, name) {
-  show(h('h1', {}, ns + '.' + name), h('p', { class: 'muted' }, 'loading…'));
+async function showTable(mine, ns, name) {
+  show(mine, h('h1', {}, ns + '.' + name), h('p', { class: 'muted' }, 'loading…'));
   const base = '/api/v1/tables/' + seg(ns) + '/' + seg(name);
   const [t, snaps] = await Promise.all([api(base), api(base + '/snapshots')]);
   const full = ns + '.' + name;
-  show(
+  show(mine,
     h('h1', { id: 'table-name' }, full),
     h('dl', { class: 'meta' },
       h('dt', {}, 'rows'), h('dd', {}, fmt(t.total_records)),
@@ -312,7 +336,11 @@ function historySection(t, snaps, ns, name) {
 // ---- rollback: the dry run's diff, then a confirmation ------------------------------
 
 function rollbackBody(id, dryRun) {
-  // The id goes into the JSON as its exact digits (it may be past 2^53).
+  // The id goes into the JSON as its exact digits (it may be past 2^53); a rounded
+  // number would name another snapshot.
+  if (typeof id === 'number' && !Number.isSafeInteger(id)) {
+    throw new Error('this browser rounds snapshot ids past 2^53 (no JSON.parse source text); use `lakectl rollback` or the API');
+  }
   if (!/^-?\d+$/.test(String(id))) throw new Error('bad snapshot id ' + id);
   return '{"to":' + id + ',"dry_run":' + (dryRun ? 'true' : 'false') + '}';
 }
@@ -337,7 +365,11 @@ function rollbackDiff(r) {
   return lines;
 }
 
+// Each opened rollback dialog is numbered: an older dry run's answer is dropped.
+let rollbackSeq = 0;
+
 async function rollback(ns, name, snap) {
+  const mine = ++rollbackSeq;
   const d = $('#rollback-dialog');
   const body = $('#rollback-body');
   const confirm = $('#rollback-confirm');
@@ -345,36 +377,48 @@ async function rollback(ns, name, snap) {
   $('#rollback-title').textContent = `Roll back ${ns}.${name} to snapshot ${snap.snapshot_id}?`;
   body.replaceChildren(h('p', { class: 'muted' }, 'dry run…'));
   confirm.disabled = true;
+  confirm.onclick = null;
   confirm.textContent = 'Roll back';
-  d.showModal();
+  const cancel = $('#rollback-cancel');
+  cancel.textContent = 'Cancel';
+  cancel.onclick = () => d.close();
   let done = false;
-  $('#rollback-cancel').onclick = () => d.close();
   d.onclose = () => { if (done) route(); };
+  d.showModal();
+  const current = () => mine === rollbackSeq && d.open;
+  let plan;
   try {
-    const plan = await api(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: rollbackBody(snap.snapshot_id, true) });
-    body.replaceChildren(h('div', { id: 'rollback-diff' }, h('p', { class: 'muted' }, 'Dry run: nothing has changed yet.'), rollbackDiff(plan)));
-    confirm.disabled = false;
+    plan = await api(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: rollbackBody(snap.snapshot_id, true) });
   } catch (e) {
-    body.replaceChildren(h('p', { class: 'error' }, e.message));
+    if (current()) body.replaceChildren(h('p', { class: 'error' }, e.message));
     return;
   }
+  if (!current()) return;
+  body.replaceChildren(h('div', { id: 'rollback-diff' }, h('p', { class: 'muted' }, 'Dry run: nothing has changed yet.'), rollbackDiff(plan)));
+  confirm.disabled = false;
   confirm.onclick = async () => {
     confirm.disabled = true;
+    cancel.disabled = true;
     try {
       const r = await api(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: rollbackBody(snap.snapshot_id, false) });
       done = true;
-      body.replaceChildren(h('p', { id: 'rollback-done' }, 'Rolled back: main is at snapshot ', h('code', {}, r.to_snapshot), '.'), rollbackDiff(r));
-      $('#rollback-cancel').textContent = 'Close';
       loadTables();
+      if (!d.open) { route(); return; }
+      body.replaceChildren(h('p', { id: 'rollback-done' }, 'Rolled back: main is at snapshot ', h('code', {}, r.to_snapshot), '.'), rollbackDiff(r));
+      confirm.onclick = null;
+      cancel.textContent = 'Close';
     } catch (e) {
       body.append(h('p', { class: 'error' }, e.message));
+      confirm.disabled = false;
+    } finally {
+      cancel.disabled = false;
     }
   };
 }
 
 // ---- query -------------------------------------------------------------------------
 
-function showQuery() {
+function showQuery(mine) {
   const params = new URLSearchParams(location.hash.split('?')[1] || '');
   const sql = h('textarea', { id: 'sql', spellcheck: 'false', 'aria-label': 'SQL' });
   sql.value = params.get('sql') || sessionStorage.getItem('lakectl.sql') || 'select * from sales.orders limit 100';
@@ -399,7 +443,7 @@ function showQuery() {
     }
   };
   sql.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) run(); });
-  show(h('h1', {}, 'Query'),
+  show(mine, h('h1', {}, 'Query'),
     h('section', {}, sql,
       h('div', { class: 'toolbar' }, h('button', { id: 'run-query', type: 'button', class: 'primary', onclick: run }, 'Run'),
         h('label', {}, 'as of ', asOf), status,
@@ -424,14 +468,15 @@ function resultsTable(r) {
 
 async function route() {
   markActive();
+  const mine = ++view;
   const hash = location.hash || '#/';
-  const m = hash.match(/^#\/table\/([^/]+)\/([^/]+)$/);
+  const m = tableOfHash();
   try {
-    if (m) await showTable(decodeURIComponent(m[1]), decodeURIComponent(m[2]));
-    else if (hash.startsWith('#/query')) showQuery();
-    else await showOverview();
+    if (m) await showTable(mine, m[0], m[1]);
+    else if (hash.startsWith('#/query')) showQuery(mine);
+    else await showOverview(mine);
   } catch (e) {
-    show(errorBox(e));
+    show(mine, errorBox(e));
   }
 }
 
@@ -442,6 +487,9 @@ $('#forget-token').addEventListener('click', () => {
   token = '';
   location.reload();
 });
+if (!EXACT_IDS) {
+  $('#lakehouse').textContent = 'this browser rounds 63-bit snapshot ids: rollback is off here';
+}
 window.addEventListener('hashchange', route);
 loadTables();
 route();
