@@ -1881,22 +1881,10 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 async fn status_cmd(url: &str, output: Output, style: render::Style) -> u8 {
-    let url = format!("{}/status", url.trim_end_matches('/'));
-    let body = match reqwest::get(&url).await {
-        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await,
-        Ok(r) => {
-            eprintln!("error: {url}: {}", r.status());
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("error: {url}: {e}");
-            return 1;
-        }
-    };
-    let v = match body {
+    let v = match lakectl::watch::fetch_status(&reqwest::Client::new(), url).await {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {url}: {e}");
+            eprintln!("error: {e}");
             return 1;
         }
     };

@@ -170,11 +170,14 @@ fn columns(
             "" => f.name.clone(),
             p => format!("{p}.{}", f.name),
         };
-        let ty = match f.field_type.as_ref() {
-            Type::Primitive(p) => p.to_string(),
-            Type::Struct(_) => "struct".to_string(),
-            Type::List(_) => "list".to_string(),
-            Type::Map(_) => "map".to_string(),
+        let (ty, children) = match f.field_type.as_ref() {
+            Type::Primitive(p) => (p.to_string(), Vec::new()),
+            Type::Struct(s) => ("struct".to_string(), s.fields().to_vec()),
+            Type::List(l) => ("list".to_string(), vec![l.element_field.clone()]),
+            Type::Map(m) => (
+                "map".to_string(),
+                vec![m.key_field.clone(), m.value_field.clone()],
+            ),
         };
         out.push(Column {
             id: f.id,
@@ -185,22 +188,7 @@ fn columns(
             doc: f.doc.clone(),
             depth,
         });
-        match f.field_type.as_ref() {
-            Type::Struct(s) => columns(s.fields(), &path, depth + 1, out),
-            Type::List(l) => columns(
-                std::slice::from_ref(&l.element_field),
-                &path,
-                depth + 1,
-                out,
-            ),
-            Type::Map(m) => columns(
-                &[m.key_field.clone(), m.value_field.clone()],
-                &path,
-                depth + 1,
-                out,
-            ),
-            Type::Primitive(_) => {}
-        }
+        columns(&children, &path, depth + 1, out);
     }
 }
 
@@ -840,31 +828,10 @@ pub async fn watch_status(State(s): Shared) -> Result<Json<serde_json::Value>, A
             "no watch status URL configured (`lakectl serve --watch-status URL`)",
         ));
     };
-    let url = format!("{}/status", base.trim_end_matches('/'));
-    let unreachable = |e: String| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "watch_unreachable",
-            format!("{url}: {e}"),
-        )
-    };
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(internal)?;
-    let r = client
-        .get(&url)
-        .send()
+    crate::watch::fetch_status(&s.watch_client, base)
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    if !r.status().is_success() {
-        return Err(unreachable(r.status().to_string()));
-    }
-    let v = r
-        .json::<serde_json::Value>()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    Ok(Json(v))
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "watch_unreachable", e))
 }
 
 /// An integer that JSON may spell `3` or `3.0`.

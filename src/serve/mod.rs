@@ -80,6 +80,8 @@ pub struct AppState {
     /// Query providers by metadata location: a query builds only the providers of
     /// tables that changed since the last one.
     pub providers: crate::query::ProviderCache,
+    /// The client `GET /api/v1/watch` asks the watcher with (5 s timeout).
+    pub watch_client: reqwest::Client,
 }
 
 impl AppState {
@@ -314,6 +316,10 @@ pub async fn serve(lake: Lake, config: ServeConfig) -> Result<(), String> {
         metrics: Metrics::default(),
         issued: Mutex::new(Default::default()),
         providers: Default::default(),
+        watch_client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?,
     });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())

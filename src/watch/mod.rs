@@ -104,6 +104,25 @@ pub struct MaintenanceStatus {
     pub result: String,
 }
 
+/// Fetches the status document of the watcher serving at `base` (its `--addr` as a
+/// URL); the error names the URL. Used by `lakectl status` and `serve`'s
+/// `GET /api/v1/watch`.
+pub async fn fetch_status(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<serde_json::Value, String> {
+    let url = format!("{}/status", base.trim_end_matches('/'));
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("{url}: {}", r.status()));
+    }
+    r.json().await.map_err(|e| format!("{url}: {e}"))
+}
+
 /// The whole status document (`GET /status`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
