@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::{free_port, Project};
-use crate::serve::{serve, TOKEN};
+use crate::serve::{json, serve, TOKEN};
 
 /// A copy of `examples/retail` (manifests and data), applied.
 fn retail() -> Project {
@@ -253,27 +253,11 @@ impl Browser {
     }
 }
 
-async fn api(base: &str, path: &str) -> Value {
-    let r = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
-async fn api_post(base: &str, path: &str, body: Value) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap()
+/// The API's answer to `r`, which must be a 200.
+async fn ok(r: reqwest::RequestBuilder) -> Value {
+    let (code, v) = json(r).await;
+    assert_eq!(code, 200, "{v}");
+    v
 }
 
 fn field_id(table: &Value, path: &str) -> i64 {
@@ -300,8 +284,8 @@ async fn the_console_in_a_real_browser() {
     })
     .await;
     let s = serve(&p, &["--watch-status", w.base()]);
-    let orders = api(&s.base, "/api/v1/tables/sales/orders").await;
-    let snaps = api(&s.base, "/api/v1/tables/sales/orders/snapshots").await;
+    let orders = ok(s.get("/api/v1/tables/sales/orders")).await;
+    let snaps = ok(s.get("/api/v1/tables/sales/orders/snapshots")).await;
     let snaps = snaps.as_array().unwrap();
     assert!(
         snaps.len() >= 2,
@@ -341,6 +325,21 @@ async fn the_console_in_a_real_browser() {
     // The overview: the plan (nothing to do), no drift, the watcher's conditions.
     let summary = b.text("#plan-summary").await;
     assert!(summary.starts_with("No changes"), "{summary}");
+    // The text plan, fetched when its section is opened, is what `lakectl plan` prints.
+    b.click("#plan details summary").await;
+    let text = b
+        .until(
+            "the text plan",
+            "const t = document.querySelector('#plan-text').innerText; return t !== 'planning…' && t",
+            json!([]),
+        )
+        .await;
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("No changes. The lakehouse matches the manifests."),
+        "{text}"
+    );
     let cond = b.text("#watch tr[data-table='sales.orders'] .badge").await;
     assert_eq!(cond, "Ready");
     b.shot("02-overview").await;
@@ -445,11 +444,9 @@ async fn the_console_in_a_real_browser() {
         .find(|x| x["in_main"] == true && x["current"] == false)
         .unwrap();
     let target_id = target["snapshot_id"].to_string();
-    let dry = api_post(
-        &s.base,
-        "/api/v1/tables/sales/orders/rollback",
-        json!({"to": target["snapshot_id"], "dry_run": true}),
-    )
+    let dry = ok(s
+        .post("/api/v1/tables/sales/orders/rollback")
+        .json(&json!({"to": target["snapshot_id"], "dry_run": true})))
     .await;
     b.click(&format!(
         "#timeline li[data-snapshot='{target_id}'] button.rollback"
@@ -466,12 +463,12 @@ async fn the_console_in_a_real_browser() {
     for h in dry["held_back"].as_array().unwrap() {
         assert!(held.contains(h["details"].as_str().unwrap()), "{held}");
     }
-    let still = api(&s.base, "/api/v1/tables/sales/orders").await;
+    let still = ok(s.get("/api/v1/tables/sales/orders")).await;
     assert_eq!(still["current_snapshot_id"], current, "a dry run committed");
     b.shot("04-rollback-dry-run").await;
     b.click("#rollback-confirm").await;
     b.text("#rollback-done").await;
-    let after = api(&s.base, "/api/v1/tables/sales/orders").await;
+    let after = ok(s.get("/api/v1/tables/sales/orders")).await;
     assert_eq!(after["current_snapshot_id"], target["snapshot_id"]);
     b.click("#rollback-cancel").await;
     // The undone snapshot is marked rolled back and held back.
@@ -507,7 +504,7 @@ async fn the_console_in_a_real_browser() {
             json!([]),
         )
         .await;
-    let want = api_post(&s.base, "/api/v1/query", json!({ "sql": sql })).await;
+    let want = ok(s.post("/api/v1/query").json(&json!({ "sql": sql }))).await;
     let want: Vec<Value> = want["rows"]
         .as_array()
         .unwrap()
@@ -527,21 +524,16 @@ async fn the_console_in_a_real_browser() {
     b.type_into("#sql", "delete from sales.orders").await;
     b.click("#run-query").await;
     let err = b.text("#query-error").await;
-    let refused = reqwest::Client::new()
-        .post(format!("{}/api/v1/query", s.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({"sql": "delete from sales.orders"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 400);
-    let refused: Value = refused.json().await.unwrap();
-    assert_eq!(err, refused["message"].as_str().unwrap());
-    let n = api_post(
-        &s.base,
-        "/api/v1/query",
-        json!({"sql": "select count(*) as n from sales.orders"}),
+    let (code, refused) = json(
+        s.post("/api/v1/query")
+            .json(&json!({"sql": "delete from sales.orders"})),
     )
+    .await;
+    assert_eq!(code, 400, "{refused}");
+    assert_eq!(err, refused["message"].as_str().unwrap());
+    let n = ok(s
+        .post("/api/v1/query")
+        .json(&json!({"sql": "select count(*) as n from sales.orders"})))
     .await;
     assert_eq!(n["rows"][0]["n"], dry["rows_after"]);
 

@@ -60,15 +60,15 @@ impl Server {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
-    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         client().get(self.url(path)).bearer_auth(TOKEN)
     }
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         client().post(self.url(path)).bearer_auth(TOKEN)
     }
 }
 
-async fn json(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+pub async fn json(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let resp = r.send().await.expect("request");
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap();

@@ -154,9 +154,8 @@ function markActive() {
 
 async function showOverview(mine) {
   show(mine, h('h1', {}, 'Lakehouse'), h('p', { class: 'muted' }, 'planning…'));
-  const [plan, text, watch] = await Promise.all([
+  const [plan, watch] = await Promise.all([
     api('/api/v1/plan').catch((e) => e),
-    api('/api/v1/plan?format=text').catch((e) => e),
     api('/api/v1/watch').catch((e) => e),
   ]);
   const parts = [h('h1', {}, 'Lakehouse')];
@@ -165,7 +164,7 @@ async function showOverview(mine) {
   } else {
     const lh = plan.lakehouse;
     if (lh) $('#lakehouse').textContent = `${lh.catalog_kind} catalog ${lh.catalog_name} · ${lh.catalog_uri || ''} · warehouse ${lh.warehouse}`;
-    parts.push(planSection(plan, text instanceof Error ? null : text));
+    parts.push(planSection(plan));
     parts.push(driftSection(plan.drift || []));
     parts.push(heldSection(plan.held_back || []));
   }
@@ -181,7 +180,21 @@ function describe(c) {
   return '';
 }
 
-function planSection(plan, text) {
+// The text `lakectl plan` prints, fetched when its section is first opened (planning
+// observes every table: the overview does it once).
+function planText() {
+  const pre = h('pre', { id: 'plan-text' }, 'planning…');
+  let asked = false;
+  return h('details', {
+    ontoggle: (ev) => {
+      if (!ev.target.open || asked) return;
+      asked = true;
+      api('/api/v1/plan?format=text').then((t) => { pre.textContent = t; }, (e) => { pre.textContent = e.message; });
+    },
+  }, h('summary', {}, 'the plan as `lakectl plan` prints it'), pre);
+}
+
+function planSection(plan) {
   const sum = plan.summary || {};
   const head = sum.has_changes
     ? `${sum.add} to add, ${sum.change} to change, ${sum.destroy} to destroy` + (sum.ingest_files ? `, ${sum.ingest_files} file(s) to ingest` : '')
@@ -195,7 +208,7 @@ function planSection(plan, text) {
     h('p', { id: 'plan-summary' }, head),
     rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'action'), h('th', {}, 'kind'), h('th', {}, 'table'), h('th', {}, 'what'))), h('tbody', {}, rows)) : null,
     (plan.errors || []).map((e) => h('p', { class: 'error' }, typeof e === 'string' ? e : JSON.stringify(e))),
-    text ? h('details', {}, h('summary', {}, 'the plan as `lakectl plan` prints it'), h('pre', {}, text)) : null);
+    planText());
 }
 
 function driftSection(drift) {
